@@ -1,0 +1,1 @@
+//! `gpufn-gateway`: the multi-tenant control plane (HTTP API, QUIC endpoint, auth, metering).

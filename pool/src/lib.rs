@@ -1,0 +1,1 @@
+//! `gpufn-pool`: inventory, placement, QoS, leases and idle decisions. Pure logic, no I/O.

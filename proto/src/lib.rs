@@ -1,0 +1,1 @@
+//! `gpufn-proto`: the wire protocol between stub, worker and gateway.
