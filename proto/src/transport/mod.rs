@@ -1,0 +1,1 @@
+//! Transports: QUIC, TCP and Unix-domain sockets behind one abstraction.
