@@ -3,7 +3,7 @@
 # /etc/gpufn/prepare.conf and /etc/gpufn/secrets.list (rendered by the worker-config
 # Terraform module), so nothing here is templated.
 #
-#   gpufn-prepare.sh install   first boot: download the gpufn binary and check its SHA-256
+#   gpufn-prepare.sh install   first boot: service user; download the gpufn binary, check its SHA-256
 #   gpufn-prepare.sh boot      every boot: service user, secrets into /run/gpufn, local disks
 #
 # GPUFN_PREPARE_CONF and GPUFN_SECRETS_LIST override the two input files (used by tests).
@@ -159,6 +159,7 @@ mount_swap_devices() {
 }
 
 cmd_install() {
+  ensure_user
   local work
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' RETURN
