@@ -1,0 +1,283 @@
+//! Choosing a device for a session: eligibility, fit, bin-packing or spreading, and reclaim.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PoolConfig;
+use crate::error::Rejection;
+use crate::ids::{DeviceRef, SessionId, WorkerId};
+use crate::inventory::{Backend, Device, Worker, WorkerStatus};
+use crate::qos::{Qos, VictimCandidate, is_reclaimable, select_victims};
+use crate::session::{Session, SessionState};
+use crate::time::Millis;
+
+/// How to choose among devices that can take a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStrategy {
+    /// Fill the fullest device that fits (best fit), keeping whole devices free for large
+    /// sessions and letting idle workers scale down.
+    #[default]
+    BinPack,
+    /// Use the emptiest device, spreading load and failure impact.
+    Spread,
+}
+
+/// What a session needs from a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Need {
+    pub vram_bytes: u64,
+    pub compute_percent: u8,
+    pub qos: Qos,
+}
+
+/// The device chosen for a session, with the sessions to swap out first (empty if it fits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Choice {
+    pub device: DeviceRef,
+    pub victims: Vec<SessionId>,
+}
+
+/// Whether a worker may take new sessions at `now`; counts the reason if not.
+fn worker_accepts(worker: &Worker, now: Millis, config: &PoolConfig, tally: &mut Tally) -> bool {
+    if worker.lease_expired(now, config.lease_timeout) {
+        tally.expired_workers += 1;
+        false
+    } else if worker.status == WorkerStatus::Draining {
+        tally.draining_workers += 1;
+        false
+    } else if !worker.healthy {
+        tally.unhealthy_workers += 1;
+        false
+    } else {
+        true
+    }
+}
+
+/// Whether a device of an accepting worker may take new sessions; counts the reason if not.
+fn device_accepts(device: &Device, backend: Option<Backend>, tally: &mut Tally) -> bool {
+    if backend.is_some_and(|b| b != device.spec.backend) {
+        tally.other_backend_devices += 1;
+        false
+    } else if !device.healthy || device.spec.memory_bytes == 0 {
+        tally.unavailable_devices += 1;
+        false
+    } else {
+        tally.eligible_devices += 1;
+        tally.largest_device_bytes = tally.largest_device_bytes.max(device.spec.memory_bytes);
+        tally.largest_unclaimed_bytes = tally.largest_unclaimed_bytes.max(device.unclaimed_bytes());
+        true
+    }
+}
+
+/// Whether the device's overcommit bound allows one more quota of `vram_bytes`.
+pub(crate) fn quota_allows(device: &Device, vram_bytes: u64, overcommit_percent: u32) -> bool {
+    device.load.quota_bytes.saturating_add(vram_bytes) <= device.quota_limit(overcommit_percent)
+}
+
+/// Memory and compute still missing on `device` to claim `vram_bytes` and `compute_percent`.
+pub(crate) fn shortfall(device: &Device, vram_bytes: u64, compute_percent: u8) -> (u64, u32) {
+    let bytes = device
+        .load
+        .claimed_bytes
+        .saturating_add(vram_bytes)
+        .saturating_sub(device.spec.memory_bytes);
+    let compute = (device.load.claimed_compute + u32::from(compute_percent)).saturating_sub(100);
+    (bytes, compute)
+}
+
+/// Sort key for a device that fits directly; the smallest key wins.
+fn fit_key(
+    strategy: PlacementStrategy,
+    device: &Device,
+    need: &Need,
+    overcommit: u32,
+) -> (u64, u64) {
+    let unclaimed_after = device.unclaimed_bytes() - need.vram_bytes;
+    let quota_room_after =
+        device.quota_limit(overcommit) - device.load.quota_bytes - need.vram_bytes;
+    match strategy {
+        PlacementStrategy::BinPack => (unclaimed_after, quota_room_after),
+        PlacementStrategy::Spread => (u64::MAX - unclaimed_after, u64::MAX - quota_room_after),
+    }
+}
+
+/// The idle, lower-QoS resident sessions on `device` that could be swapped out for `need`.
+pub(crate) fn reclaim_candidates(
+    device: &Device,
+    sessions: &BTreeMap<SessionId, Session>,
+    need: &Need,
+    now: Millis,
+    config: &PoolConfig,
+) -> Vec<VictimCandidate> {
+    device
+        .load
+        .sessions
+        .iter()
+        .filter_map(|id| sessions.get(id))
+        .filter(|s| s.state == SessionState::Resident)
+        .map(|s| VictimCandidate {
+            id: s.id,
+            qos: s.qos,
+            last_active: s.last_active,
+            vram_bytes: s.vram_bytes,
+            compute_percent: s.compute_percent,
+        })
+        .filter(|c| is_reclaimable(c, need.qos, now, config.reclaim_min_idle))
+        .collect()
+}
+
+/// Victims to swap out on `device` so that `need` can be claimed there, or `None`.
+pub(crate) fn victims_on(
+    device: &Device,
+    sessions: &BTreeMap<SessionId, Session>,
+    need: &Need,
+    now: Millis,
+    config: &PoolConfig,
+) -> Option<Vec<VictimCandidate>> {
+    let (bytes, compute) = shortfall(device, need.vram_bytes, need.compute_percent);
+    if need.qos == Qos::Low {
+        return None;
+    }
+    select_victims(
+        reclaim_candidates(device, sessions, need, now, config),
+        bytes,
+        compute,
+    )
+}
+
+/// Counts of why devices were passed over, to explain a rejection.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    draining_workers: u32,
+    unhealthy_workers: u32,
+    expired_workers: u32,
+    unavailable_devices: u32,
+    other_backend_devices: u32,
+    eligible_devices: u32,
+    largest_device_bytes: u64,
+    largest_unclaimed_bytes: u64,
+}
+
+/// Chooses a device for a new session.
+///
+/// 1. Among eligible devices (worker active, healthy and within its lease; device healthy,
+///    with memory and the right backend) where the session fits without swapping anything
+///    out, pick by `strategy`; ties go to the lowest worker id, then device index.
+/// 2. Otherwise, if the session's QoS may reclaim, pick the device where swapping out idle
+///    lower-QoS sessions frees enough with the fewest bytes (then fewest sessions) moved.
+/// 3. Otherwise explain why nothing fits.
+pub(crate) fn choose_device(
+    workers: &BTreeMap<WorkerId, Worker>,
+    sessions: &BTreeMap<SessionId, Session>,
+    need: &Need,
+    backend: Option<Backend>,
+    strategy: PlacementStrategy,
+    now: Millis,
+    config: &PoolConfig,
+) -> Result<Choice, Rejection> {
+    if need.compute_percent > 100 {
+        return Err(Rejection::ComputeShareTooLarge {
+            percent: need.compute_percent,
+        });
+    }
+    if workers.is_empty() {
+        return Err(Rejection::NoWorkers);
+    }
+    let overcommit = config.vram_overcommit_percent;
+    let mut tally = Tally::default();
+    let mut best: Option<((u64, u64), &WorkerId, u32)> = None;
+    // Devices where only a reclaim could make room, in the order they were met.
+    let mut crowded: Vec<(&WorkerId, &Device)> = Vec::new();
+    for (worker_id, worker) in workers {
+        if !worker_accepts(worker, now, config, &mut tally) {
+            continue;
+        }
+        for device in &worker.devices {
+            if !device_accepts(device, backend, &mut tally)
+                || !quota_allows(device, need.vram_bytes, overcommit)
+                || need.vram_bytes > device.spec.memory_bytes
+            {
+                continue;
+            }
+            if shortfall(device, need.vram_bytes, need.compute_percent) != (0, 0) {
+                crowded.push((worker_id, device));
+                continue;
+            }
+            let key = fit_key(strategy, device, need, overcommit);
+            if best.is_none_or(|(best_key, _, _)| key < best_key) {
+                best = Some((key, worker_id, device.spec.index));
+            }
+        }
+    }
+    if let Some((_, worker, index)) = best {
+        let device = DeviceRef {
+            worker: worker.clone(),
+            index,
+        };
+        return Ok(Choice {
+            device,
+            victims: Vec::new(),
+        });
+    }
+    if let Some(choice) = cheapest_reclaim(&crowded, sessions, need, now, config) {
+        return Ok(choice);
+    }
+    Err(explain(&tally, need, backend))
+}
+
+/// The crowded device where reclaim moves the fewest bytes, then the fewest sessions.
+fn cheapest_reclaim(
+    crowded: &[(&WorkerId, &Device)],
+    sessions: &BTreeMap<SessionId, Session>,
+    need: &Need,
+    now: Millis,
+    config: &PoolConfig,
+) -> Option<Choice> {
+    let mut best: Option<((u64, usize), Choice)> = None;
+    for (worker_id, device) in crowded {
+        let Some(victims) = victims_on(device, sessions, need, now, config) else {
+            continue;
+        };
+        let moved: u64 = victims.iter().map(|v| v.vram_bytes).sum();
+        let key = (moved, victims.len());
+        if best.as_ref().is_none_or(|(best_key, _)| key < *best_key) {
+            let choice = Choice {
+                device: DeviceRef {
+                    worker: (*worker_id).clone(),
+                    index: device.spec.index,
+                },
+                victims: victims.iter().map(|v| v.id).collect(),
+            };
+            best = Some((key, choice));
+        }
+    }
+    best.map(|(_, choice)| choice)
+}
+
+/// The most useful reason for a placement that found no device.
+fn explain(tally: &Tally, need: &Need, backend: Option<Backend>) -> Rejection {
+    if tally.eligible_devices == 0 {
+        return Rejection::NoEligibleDevice {
+            draining_workers: tally.draining_workers,
+            unhealthy_workers: tally.unhealthy_workers,
+            expired_workers: tally.expired_workers,
+            unavailable_devices: tally.unavailable_devices,
+            other_backend_devices: tally.other_backend_devices,
+            required_backend: backend,
+        };
+    }
+    if need.vram_bytes > tally.largest_device_bytes {
+        return Rejection::TooLarge {
+            requested_bytes: need.vram_bytes,
+            largest_device_bytes: tally.largest_device_bytes,
+        };
+    }
+    Rejection::NoCapacity {
+        requested_bytes: need.vram_bytes,
+        requested_compute_percent: need.compute_percent,
+        qos: need.qos,
+        largest_unclaimed_bytes: tally.largest_unclaimed_bytes,
+    }
+}
