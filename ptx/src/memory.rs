@@ -1,0 +1,353 @@
+//! A session's device memory: allocations at stable 64-bit device addresses, safe to access
+//! from many host threads at once (kernel blocks run in parallel).
+//!
+//! Every access is bounds-checked against the allocation table. Storage is a boxed slice of
+//! `AtomicU64`, so every kernel access can be a (relaxed) atomic of its natural size: plain
+//! loads and stores cost the same as ordinary moves on x86-64 and AArch64, and `atom`/`red`
+//! are real host atomics, correct across host cores.
+
+use crate::compile::{LOCAL_WINDOW, SHARED_WINDOW};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use thiserror::Error;
+
+/// First device address handed out (looks like a CUDA unified address).
+const FIRST_ADDRESS: u64 = 0x7f00_0000_0000;
+/// Allocations are aligned like cudaMalloc's (256 bytes) and separated by an unmapped guard
+/// gap so small overruns fault instead of touching a neighbour.
+const ALIGN: u64 = 256;
+const GUARD: u64 = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MemoryError {
+    #[error("out of device memory: {requested} bytes requested, {available} available")]
+    OutOfMemory { requested: u64, available: u64 },
+    #[error("address range 0x{address:x}+{size} is not inside one allocation")]
+    InvalidAddress { address: u64, size: u64 },
+    #[error("address 0x{0:x} is not the start of an allocation")]
+    NotAllocated(u64),
+    #[error(
+        "address range 0x{address:x}+{size} overlaps an existing allocation or a reserved window"
+    )]
+    Overlap { address: u64, size: u64 },
+}
+
+/// One allocation's storage.
+pub struct Allocation {
+    base: u64,
+    len: u64,
+    words: Box<[AtomicU64]>,
+}
+
+impl Allocation {
+    fn new(base: u64, len: u64) -> Allocation {
+        let n = len.div_ceil(8) as usize;
+        let words = (0..n).map(|_| AtomicU64::new(0)).collect();
+        Allocation { base, len, words }
+    }
+
+    fn byte_ptr(&self) -> *mut u8 {
+        // Interior mutability: the atomics own their bytes through UnsafeCell, so writing
+        // through a pointer derived from a shared reference to them is allowed.
+        self.words.as_ptr() as *mut u8
+    }
+
+    /// Loads `size` (1, 2, 4 or 8) bytes at byte offset `off`, which the caller has checked
+    /// to be in bounds and aligned to `size`.
+    #[inline]
+    pub(crate) fn load(&self, off: u64, size: u32) -> u64 {
+        debug_assert!(off + size as u64 <= self.words.len() as u64 * 8);
+        debug_assert!(off.is_multiple_of(size as u64));
+        // SAFETY: `off + size` lies inside `words` (checked by the caller against `len`,
+        // and `words` covers `len` rounded up to 8) and `off` is a multiple of `size`, so the
+        // pointer is valid and aligned for the atomic type. All accesses to this storage are
+        // atomic; only racing accesses of different sizes (a data race in the kernel itself)
+        // mix sizes.
+        unsafe {
+            let p = self.byte_ptr().add(off as usize);
+            match size {
+                1 => AtomicU8::from_ptr(p).load(Ordering::Relaxed) as u64,
+                2 => AtomicU16::from_ptr(p as *mut u16).load(Ordering::Relaxed) as u64,
+                4 => AtomicU32::from_ptr(p as *mut u32).load(Ordering::Relaxed) as u64,
+                _ => AtomicU64::from_ptr(p as *mut u64).load(Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Stores the low `size` bytes of `v`; same preconditions as [`Allocation::load`].
+    #[inline]
+    pub(crate) fn store(&self, off: u64, size: u32, v: u64) {
+        debug_assert!(off + size as u64 <= self.words.len() as u64 * 8);
+        debug_assert!(off.is_multiple_of(size as u64));
+        // SAFETY: as in `load`.
+        unsafe {
+            let p = self.byte_ptr().add(off as usize);
+            match size {
+                1 => AtomicU8::from_ptr(p).store(v as u8, Ordering::Relaxed),
+                2 => AtomicU16::from_ptr(p as *mut u16).store(v as u16, Ordering::Relaxed),
+                4 => AtomicU32::from_ptr(p as *mut u32).store(v as u32, Ordering::Relaxed),
+                _ => AtomicU64::from_ptr(p as *mut u64).store(v, Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Atomically replaces the 4- or 8-byte value at `off` with `f(old)`; returns the old
+    /// value. Same preconditions as [`Allocation::load`].
+    #[inline]
+    pub(crate) fn update(&self, off: u64, size: u32, f: impl Fn(u64) -> u64) -> u64 {
+        debug_assert!(size == 4 || size == 8);
+        // SAFETY: as in `load`.
+        unsafe {
+            let p = self.byte_ptr().add(off as usize);
+            if size == 4 {
+                let a = AtomicU32::from_ptr(p as *mut u32);
+                let mut old = a.load(Ordering::Relaxed);
+                loop {
+                    let new = f(old as u64) as u32;
+                    match a.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                        Ok(_) => return old as u64,
+                        Err(cur) => old = cur,
+                    }
+                }
+            } else {
+                let a = AtomicU64::from_ptr(p as *mut u64);
+                let mut old = a.load(Ordering::Relaxed);
+                loop {
+                    let new = f(old);
+                    match a.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed) {
+                        Ok(_) => return old,
+                        Err(cur) => old = cur,
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_bytes(&self, off: u64, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.load(off + i as u64, 1) as u8;
+        }
+    }
+
+    fn write_bytes(&self, off: u64, data: &[u8]) {
+        let mut i = 0usize;
+        while i < data.len() {
+            let at = off + i as u64;
+            if at.is_multiple_of(8) && data.len() - i >= 8 {
+                let v = u64::from_le_bytes(data[i..i + 8].try_into().expect("8 bytes"));
+                self.store(at, 8, v);
+                i += 8;
+            } else {
+                self.store(at, 1, data[i] as u64);
+                i += 1;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    allocations: BTreeMap<u64, Arc<Allocation>>,
+    used: u64,
+    next: u64,
+}
+
+/// The device memory of one session.
+pub struct DeviceMemory {
+    table: RwLock<Table>,
+    capacity: u64,
+}
+
+impl DeviceMemory {
+    /// Memory with room for `capacity` bytes of allocations.
+    pub fn new(capacity: u64) -> DeviceMemory {
+        DeviceMemory {
+            table: RwLock::new(Table {
+                next: FIRST_ADDRESS,
+                ..Default::default()
+            }),
+            capacity,
+        }
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn table_mut(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Allocates `size` zeroed bytes at a new address.
+    pub fn allocate(&self, size: u64) -> Result<u64, MemoryError> {
+        let mut t = self.table_mut();
+        let address = t.next;
+        Self::insert(&mut t, self.capacity, address, size)?;
+        Ok(address)
+    }
+
+    /// Allocates `size` zeroed bytes at a chosen address (restoring a swapped-out session at
+    /// the addresses its program already holds).
+    pub fn allocate_at(&self, address: u64, size: u64) -> Result<(), MemoryError> {
+        let mut t = self.table_mut();
+        let end = address.checked_add(size.max(1));
+        let overlaps = end.is_none_or(|end| {
+            end > SHARED_WINDOW.min(LOCAL_WINDOW)
+                || t.allocations
+                    .range(..end)
+                    .next_back()
+                    .is_some_and(|(_, a)| a.base + a.len.max(1) > address)
+        });
+        if overlaps || address == 0 {
+            return Err(MemoryError::Overlap { address, size });
+        }
+        Self::insert(&mut t, self.capacity, address, size)
+    }
+
+    fn insert(t: &mut Table, capacity: u64, address: u64, size: u64) -> Result<(), MemoryError> {
+        if size > capacity.saturating_sub(t.used) {
+            return Err(MemoryError::OutOfMemory {
+                requested: size,
+                available: capacity.saturating_sub(t.used),
+            });
+        }
+        let end = address.saturating_add(size.max(1));
+        t.allocations
+            .insert(address, Arc::new(Allocation::new(address, size)));
+        t.used += size;
+        t.next = t.next.max((end + GUARD).div_ceil(ALIGN) * ALIGN);
+        Ok(())
+    }
+
+    /// Frees the allocation starting at `address`.
+    pub fn free(&self, address: u64) -> Result<(), MemoryError> {
+        let mut t = self.table_mut();
+        let a = t
+            .allocations
+            .remove(&address)
+            .ok_or(MemoryError::NotAllocated(address))?;
+        t.used -= a.len;
+        Ok(())
+    }
+
+    /// `(address, size)` of every allocation, in address order.
+    pub fn allocations(&self) -> Vec<(u64, u64)> {
+        self.table()
+            .allocations
+            .values()
+            .map(|a| (a.base, a.len))
+            .collect()
+    }
+
+    /// Bytes currently allocated.
+    pub fn used(&self) -> u64 {
+        self.table().used
+    }
+
+    fn find(&self, address: u64, size: u64) -> Result<(Arc<Allocation>, u64), MemoryError> {
+        let t = self.table();
+        let hit = t
+            .allocations
+            .range(..=address)
+            .next_back()
+            .and_then(|(_, a)| {
+                let off = address - a.base;
+                (off.checked_add(size).is_some_and(|e| e <= a.len)).then(|| (a.clone(), off))
+            });
+        hit.ok_or(MemoryError::InvalidAddress { address, size })
+    }
+
+    /// Copies device memory into `out` (cuMemcpyDtoH).
+    pub fn read(&self, address: u64, out: &mut [u8]) -> Result<(), MemoryError> {
+        let (a, off) = self.find(address, out.len() as u64)?;
+        a.read_bytes(off, out);
+        Ok(())
+    }
+
+    /// Copies `data` into device memory (cuMemcpyHtoD).
+    pub fn write(&self, address: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let (a, off) = self.find(address, data.len() as u64)?;
+        a.write_bytes(off, data);
+        Ok(())
+    }
+
+    /// A consistent view of the allocation table for one launch.
+    pub(crate) fn view(&self) -> MemView {
+        let t = self.table();
+        MemView {
+            allocs: t.allocations.values().cloned().collect(),
+        }
+    }
+}
+
+/// The allocation table as a sorted array, fixed for the duration of a launch (allocations
+/// freed meanwhile stay alive through their `Arc` until the launch ends).
+pub(crate) struct MemView {
+    allocs: Vec<Arc<Allocation>>,
+}
+
+impl MemView {
+    /// Finds the allocation holding `[address, address+size)`; `hint` caches the last hit.
+    #[inline]
+    pub(crate) fn find(
+        &self,
+        address: u64,
+        size: u32,
+        hint: &mut usize,
+    ) -> Option<(&Allocation, u64)> {
+        if let Some(a) = self.allocs.get(*hint) {
+            let off = address.wrapping_sub(a.base);
+            if off < a.len && a.len - off >= size as u64 {
+                return Some((a, off));
+            }
+        }
+        let idx = self
+            .allocs
+            .partition_point(|a| a.base <= address)
+            .checked_sub(1)?;
+        let a = &self.allocs[idx];
+        let off = address - a.base;
+        if off < a.len && a.len - off >= size as u64 {
+            *hint = idx;
+            Some((a, off))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_are_bounds_checked_and_round_trip() {
+        let m = DeviceMemory::new(1 << 20);
+        let a = m.allocate(100).unwrap();
+        let b = m.allocate(100).unwrap();
+        assert!(b >= a + 100 + GUARD);
+        m.write(a, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
+        let mut out = [0u8; 10];
+        m.read(a, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert!(m.read(a + 95, &mut out).is_err());
+        assert!(m.write(a + 200, &[0]).is_err());
+        m.free(a).unwrap();
+        assert!(m.read(a, &mut out).is_err());
+        assert_eq!(m.free(a), Err(MemoryError::NotAllocated(a)));
+    }
+
+    #[test]
+    fn capacity_and_fixed_addresses_are_enforced() {
+        let m = DeviceMemory::new(1000);
+        assert!(matches!(
+            m.allocate(2000),
+            Err(MemoryError::OutOfMemory { .. })
+        ));
+        m.allocate_at(0x1000_0000, 100).unwrap();
+        assert!(m.allocate_at(0x1000_0010, 10).is_err());
+        assert!(m.allocate_at(SHARED_WINDOW, 10).is_err());
+        m.allocate_at(0x1000_0100, 10).unwrap();
+    }
+}
