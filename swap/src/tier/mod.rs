@@ -1,0 +1,2 @@
+pub mod cold;
+pub mod disk;
