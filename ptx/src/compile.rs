@@ -685,10 +685,11 @@ impl FnCompiler<'_> {
                 let ty = self.ty1(i)?;
                 let [d, a, b, c] = operands::<4>(i)?;
                 let d = self.dst(d, line)?;
-                let a_ty = if m.has("wide") { half_ty(ty) } else { ty };
-                let a = self.src(a, a_ty, line)?;
-                let b = self.src(b, a_ty, line)?;
-                let c = self.src(c, ty, line)?;
+                // For .wide the type names the (narrow) multiplicands; the addend is twice as wide.
+                let c_ty = if m.has("wide") { double_ty(ty) } else { ty };
+                let a = self.src(a, ty, line)?;
+                let b = self.src(b, ty, line)?;
+                let c = self.src(c, c_ty, line)?;
                 if ty.is_float() {
                     Op::Fma {
                         ty,
@@ -1122,7 +1123,7 @@ impl FnCompiler<'_> {
             return Ok(Op::PredLogic { op, d, a, b });
         }
         let wide = m.has("wide");
-        let a_ty = if wide { half_ty(ty) } else { ty };
+        let a_ty = ty;
         let shift = matches!(i.opcode.as_str(), "shl" | "shr");
         let a = self.src(a, a_ty, line)?;
         let b = self.src(b, if shift { Ty::U32 } else { a_ty }, line)?;
@@ -1178,7 +1179,6 @@ impl FnCompiler<'_> {
                 what: format!("{}.cc (carry chains)", i.opcode),
             });
         }
-        let ty = if op == IntBinOp::MulWide { a_ty } else { ty };
         Ok(Op::IntBin { op, ty, d, a, b })
     }
 
@@ -1537,14 +1537,14 @@ impl FnCompiler<'_> {
     }
 }
 
-fn half_ty(ty: Ty) -> Ty {
+fn double_ty(ty: Ty) -> Ty {
     match ty {
-        Ty::U64 => Ty::U32,
-        Ty::S64 => Ty::S32,
-        Ty::U32 => Ty::U16,
-        Ty::S32 => Ty::S16,
-        Ty::B64 => Ty::B32,
-        Ty::B32 => Ty::B16,
+        Ty::U32 => Ty::U64,
+        Ty::S32 => Ty::S64,
+        Ty::U16 => Ty::U32,
+        Ty::S16 => Ty::S32,
+        Ty::B32 => Ty::B64,
+        Ty::B16 => Ty::B32,
         t => t,
     }
 }

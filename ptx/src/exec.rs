@@ -907,17 +907,17 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                             })
                         }
                         (IntBinOp::MulWide, _) => {
-                            let half = match ty {
-                                Ty::S64 => Ty::S32,
-                                Ty::U64 => Ty::U32,
-                                Ty::S32 => Ty::S16,
-                                _ => Ty::U16,
+                            let wide = match ty {
+                                Ty::S32 => Ty::S64,
+                                Ty::U32 | Ty::B32 => Ty::U64,
+                                Ty::S16 => Ty::S32,
+                                _ => Ty::U32,
                             };
                             write_lanes(regs, base, *d, mask, |l| {
                                 alu::int_bin(
                                     IntBinOp::Add,
-                                    ty,
-                                    alu::int_bin(IntBinOp::MulWide, half, a[l], b[l]),
+                                    wide,
+                                    alu::int_bin(IntBinOp::MulWide, ty, a[l], b[l]),
                                     c[l],
                                 )
                             })
