@@ -4,5 +4,17 @@
 //! - [`message`]: every request and reply that crosses the wire.
 //! - [`cuda`]: CUDA types shared by all sides (`CUresult` codes, device attributes).
 //! - [`transport`]: QUIC, TCP and Unix-socket connections behind one abstraction.
+//!
+//! A call is a [`frame::FrameKind::Call`] frame carrying a [`message::Request`]; the peer
+//! answers with a [`frame::FrameKind::Reply`] frame with the same id. A
+//! [`frame::FrameKind::Post`] gets no reply: if it fails, the error travels as a
+//! [`message::DeferredError`] in the next reply, the way CUDA reports asynchronous errors.
 
+pub mod cuda;
+pub mod frame;
+pub mod message;
 pub mod transport;
+
+pub use cuda::{CuResult, DeviceAttribute};
+pub use frame::{FrameError, FrameHeader, FrameKind, FrameLimits, FrameReader, FrameWriter};
+pub use message::{CallError, DeferredError, PROTOCOL_VERSION, Reply, ReplyMessage, Request};
