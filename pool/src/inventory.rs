@@ -148,15 +148,18 @@ pub(crate) struct Device {
     pub healthy: bool,
     pub reported: Option<DeviceUsage>,
     pub load: DeviceLoad,
+    /// The most VRAM quota the device may hold, `memory × overcommit` (fixed per pool, so
+    /// computed once: placement reads it for every device).
+    pub quota_limit: u64,
+}
+
+/// `memory_bytes × overcommit_percent / 100`, saturating.
+pub(crate) fn quota_limit(memory_bytes: u64, overcommit_percent: u32) -> u64 {
+    let limit = u128::from(memory_bytes) * u128::from(overcommit_percent) / 100;
+    u64::try_from(limit).unwrap_or(u64::MAX)
 }
 
 impl Device {
-    /// The most VRAM quota the device may hold, `memory × overcommit`.
-    pub fn quota_limit(&self, overcommit_percent: u32) -> u64 {
-        let limit = u128::from(self.spec.memory_bytes) * u128::from(overcommit_percent) / 100;
-        u64::try_from(limit).unwrap_or(u64::MAX)
-    }
-
     /// Physical memory not promised to any session.
     pub fn unclaimed_bytes(&self) -> u64 {
         self.spec
@@ -179,8 +182,8 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// A freshly registered, healthy, active worker.
-    pub fn new(mut spec: WorkerSpec, now: Millis) -> Worker {
+    /// A freshly registered, healthy, active worker on a pool with `overcommit_percent`.
+    pub fn new(mut spec: WorkerSpec, now: Millis, overcommit_percent: u32) -> Worker {
         spec.devices.sort_by_key(|d| d.index);
         let devices = spec
             .devices
@@ -190,6 +193,7 @@ impl Worker {
                 healthy: true,
                 reported: None,
                 load: DeviceLoad::default(),
+                quota_limit: quota_limit(d.memory_bytes, overcommit_percent),
             })
             .collect();
         Worker {
@@ -264,7 +268,7 @@ mod tests {
             address: "a".into(),
             devices: vec![device(3, 1), device(0, 2), device(1, 3)],
         };
-        let worker = Worker::new(spec, Millis(0));
+        let worker = Worker::new(spec, Millis(0), 100);
         let indices: Vec<u32> = worker.devices.iter().map(|d| d.spec.index).collect();
         assert_eq!(indices, [0, 1, 3]);
         assert_eq!(worker.device(3).unwrap().spec.memory_bytes, 1);
@@ -285,25 +289,18 @@ mod tests {
 
     #[test]
     fn quota_limit_applies_the_overcommit_without_overflow() {
-        let d = Worker::new(
-            WorkerSpec {
-                id: "w".into(),
-                address: "a".into(),
-                devices: vec![device(0, 1000)],
-            },
-            Millis(0),
+        assert_eq!(quota_limit(1000, 100), 1000);
+        assert_eq!(quota_limit(1000, 250), 2500);
+        assert_eq!(quota_limit(u64::MAX, 300), u64::MAX);
+        let spec = WorkerSpec {
+            id: "w".into(),
+            address: "a".into(),
+            devices: vec![device(0, 1000)],
+        };
+        assert_eq!(
+            Worker::new(spec, Millis(0), 150).devices[0].quota_limit,
+            1500
         );
-        assert_eq!(d.devices[0].quota_limit(100), 1000);
-        assert_eq!(d.devices[0].quota_limit(250), 2500);
-        let huge = Worker::new(
-            WorkerSpec {
-                id: "w".into(),
-                address: "a".into(),
-                devices: vec![device(0, u64::MAX)],
-            },
-            Millis(0),
-        );
-        assert_eq!(huge.devices[0].quota_limit(300), u64::MAX);
     }
 
     #[test]
@@ -315,6 +312,7 @@ mod tests {
                 devices: vec![],
             },
             Millis(1_000),
+            100,
         );
         let timeout = Duration::from_secs(15);
         assert!(!worker.lease_expired(Millis(16_000), timeout));

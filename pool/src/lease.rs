@@ -31,7 +31,7 @@ mod tests {
             address: String::new(),
             devices: vec![],
         };
-        (id.into(), Worker::new(spec, Millis(last_heartbeat)))
+        (id.into(), Worker::new(spec, Millis(last_heartbeat), 100))
     }
 
     #[test]

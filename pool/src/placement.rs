@@ -1,6 +1,6 @@
 //! Choosing a device for a session: eligibility, fit, bin-packing or spreading, and reclaim.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -72,8 +72,8 @@ fn device_accepts(device: &Device, backend: Option<Backend>, tally: &mut Tally) 
 }
 
 /// Whether the device's overcommit bound allows one more quota of `vram_bytes`.
-pub(crate) fn quota_allows(device: &Device, vram_bytes: u64, overcommit_percent: u32) -> bool {
-    device.load.quota_bytes.saturating_add(vram_bytes) <= device.quota_limit(overcommit_percent)
+pub(crate) fn quota_allows(device: &Device, vram_bytes: u64) -> bool {
+    device.load.quota_bytes.saturating_add(vram_bytes) <= device.quota_limit
 }
 
 /// Memory and compute still missing on `device` to claim `vram_bytes` and `compute_percent`.
@@ -87,16 +87,16 @@ pub(crate) fn shortfall(device: &Device, vram_bytes: u64, compute_percent: u8) -
     (bytes, compute)
 }
 
+/// Whether `need` fits on `device` without swapping anything out (eligibility aside).
+fn fits_directly(device: &Device, need: &Need) -> bool {
+    quota_allows(device, need.vram_bytes)
+        && shortfall(device, need.vram_bytes, need.compute_percent) == (0, 0)
+}
+
 /// Sort key for a device that fits directly; the smallest key wins.
-fn fit_key(
-    strategy: PlacementStrategy,
-    device: &Device,
-    need: &Need,
-    overcommit: u32,
-) -> (u64, u64) {
+fn fit_key(strategy: PlacementStrategy, device: &Device, need: &Need) -> (u64, u64) {
     let unclaimed_after = device.unclaimed_bytes() - need.vram_bytes;
-    let quota_room_after =
-        device.quota_limit(overcommit) - device.load.quota_bytes - need.vram_bytes;
+    let quota_room_after = device.quota_limit - device.load.quota_bytes - need.vram_bytes;
     match strategy {
         PlacementStrategy::BinPack => (unclaimed_after, quota_room_after),
         PlacementStrategy::Spread => (u64::MAX - unclaimed_after, u64::MAX - quota_room_after),
@@ -160,6 +160,9 @@ struct Tally {
     largest_unclaimed_bytes: u64,
 }
 
+/// Every device keyed by its unclaimed memory, so placement visits only devices with room.
+pub(crate) type UnclaimedIndex = BTreeSet<(u64, DeviceRef)>;
+
 /// Chooses a device for a new session.
 ///
 /// 1. Among eligible devices (worker active, healthy and within its lease; device healthy,
@@ -168,9 +171,11 @@ struct Tally {
 /// 2. Otherwise, if the session's QoS may reclaim, pick the device where swapping out idle
 ///    lower-QoS sessions frees enough with the fewest bytes (then fewest sessions) moved.
 /// 3. Otherwise explain why nothing fits.
+#[allow(clippy::too_many_arguments)] // Each is an independent input of the decision.
 pub(crate) fn choose_device(
     workers: &BTreeMap<WorkerId, Worker>,
     sessions: &BTreeMap<SessionId, Session>,
+    index: &UnclaimedIndex,
     need: &Need,
     backend: Option<Backend>,
     strategy: PlacementStrategy,
@@ -185,46 +190,149 @@ pub(crate) fn choose_device(
     if workers.is_empty() {
         return Err(Rejection::NoWorkers);
     }
-    let overcommit = config.vram_overcommit_percent;
+    let direct = indexed_direct_fit(workers, index, need, backend, strategy, now, config);
+    debug_assert_eq!(
+        direct,
+        scan(workers, need, backend, strategy, now, config).direct,
+        "the unclaimed-memory index disagrees with a full scan"
+    );
+    if let Some(device) = direct {
+        return Ok(Choice {
+            device,
+            victims: Vec::new(),
+        });
+    }
+    let scan = scan(workers, need, backend, strategy, now, config);
+    if let Some(choice) = cheapest_reclaim(&scan.crowded, sessions, need, now, config) {
+        return Ok(choice);
+    }
+    Err(explain(&scan.tally, need, backend))
+}
+
+/// The device `device` names, if it may take new sessions.
+fn eligible_device<'a>(
+    workers: &'a BTreeMap<WorkerId, Worker>,
+    device: &DeviceRef,
+    backend: Option<Backend>,
+    now: Millis,
+    config: &PoolConfig,
+) -> Option<&'a Device> {
+    let mut ignored = Tally::default();
+    let worker = workers.get(&device.worker)?;
+    if !worker_accepts(worker, now, config, &mut ignored) {
+        return None;
+    }
+    worker
+        .device(device.index)
+        .filter(|d| device_accepts(d, backend, &mut ignored))
+}
+
+/// The best direct fit, visiting devices through `index` from the best possible key on and
+/// stopping once no later device can win: bin-packing walks up from the least unclaimed
+/// memory that could fit, spreading walks down from the most. Equal to [`scan`]'s choice.
+fn indexed_direct_fit(
+    workers: &BTreeMap<WorkerId, Worker>,
+    index: &UnclaimedIndex,
+    need: &Need,
+    backend: Option<Backend>,
+    strategy: PlacementStrategy,
+    now: Millis,
+    config: &PoolConfig,
+) -> Option<DeviceRef> {
+    let key_of = |device_ref: &DeviceRef| {
+        let device = eligible_device(workers, device_ref, backend, now, config)?;
+        fits_directly(device, need).then(|| fit_key(strategy, device, need))
+    };
+    let lowest = (
+        need.vram_bytes,
+        DeviceRef {
+            worker: WorkerId(String::new()),
+            index: 0,
+        },
+    );
+    let candidates = index.range(lowest..);
+    match strategy {
+        PlacementStrategy::BinPack => best_in_first_tier(candidates, key_of),
+        PlacementStrategy::Spread => best_in_first_tier(candidates.rev(), key_of),
+    }
+}
+
+/// The device with the smallest (key, ref) among the first run of equal unclaimed memory
+/// that holds any fitting device. Later runs cannot win: the primary key only gets worse.
+fn best_in_first_tier<'a>(
+    candidates: impl Iterator<Item = &'a (u64, DeviceRef)>,
+    key_of: impl Fn(&DeviceRef) -> Option<(u64, u64)>,
+) -> Option<DeviceRef> {
+    let mut best: Option<((u64, u64), &DeviceRef)> = None;
+    let mut tier = None;
+    for (unclaimed, device_ref) in candidates {
+        if tier.is_some_and(|t| t != *unclaimed) {
+            break;
+        }
+        let Some(key) = key_of(device_ref) else {
+            continue;
+        };
+        if best.is_none_or(|best| (key, device_ref) < best) {
+            best = Some((key, device_ref));
+        }
+        tier = Some(*unclaimed);
+    }
+    best.map(|(_, device_ref)| device_ref.clone())
+}
+
+/// Everything a full pass over the devices learns.
+struct Scan<'a> {
+    /// The best direct fit.
+    direct: Option<DeviceRef>,
+    /// Eligible devices where only a reclaim could make room, in id order.
+    crowded: Vec<(&'a WorkerId, &'a Device)>,
+    /// Why devices were passed over.
+    tally: Tally,
+}
+
+/// Visits every device: the reference placement rule, and the input to reclaim and to
+/// rejection messages.
+fn scan<'a>(
+    workers: &'a BTreeMap<WorkerId, Worker>,
+    need: &Need,
+    backend: Option<Backend>,
+    strategy: PlacementStrategy,
+    now: Millis,
+    config: &PoolConfig,
+) -> Scan<'a> {
     let mut tally = Tally::default();
     let mut best: Option<((u64, u64), &WorkerId, u32)> = None;
-    // Devices where only a reclaim could make room, in the order they were met.
-    let mut crowded: Vec<(&WorkerId, &Device)> = Vec::new();
+    let mut crowded = Vec::new();
     for (worker_id, worker) in workers {
         if !worker_accepts(worker, now, config, &mut tally) {
             continue;
         }
         for device in &worker.devices {
             if !device_accepts(device, backend, &mut tally)
-                || !quota_allows(device, need.vram_bytes, overcommit)
+                || !quota_allows(device, need.vram_bytes)
                 || need.vram_bytes > device.spec.memory_bytes
             {
                 continue;
             }
-            if shortfall(device, need.vram_bytes, need.compute_percent) != (0, 0) {
+            if !fits_directly(device, need) {
                 crowded.push((worker_id, device));
                 continue;
             }
-            let key = fit_key(strategy, device, need, overcommit);
+            let key = fit_key(strategy, device, need);
             if best.is_none_or(|(best_key, _, _)| key < best_key) {
                 best = Some((key, worker_id, device.spec.index));
             }
         }
     }
-    if let Some((_, worker, index)) = best {
-        let device = DeviceRef {
-            worker: worker.clone(),
-            index,
-        };
-        return Ok(Choice {
-            device,
-            victims: Vec::new(),
-        });
+    let direct = best.map(|(_, worker, index)| DeviceRef {
+        worker: worker.clone(),
+        index,
+    });
+    Scan {
+        direct,
+        crowded,
+        tally,
     }
-    if let Some(choice) = cheapest_reclaim(&crowded, sessions, need, now, config) {
-        return Ok(choice);
-    }
-    Err(explain(&tally, need, backend))
 }
 
 /// The crowded device where reclaim moves the fewest bytes, then the fewest sessions.

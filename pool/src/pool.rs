@@ -10,10 +10,10 @@ use crate::error::{ConfigError, PoolError, Rejection};
 use crate::idle::{IdleAction, idle_action, prewarm_candidates};
 use crate::ids::{DeviceRef, SessionId, TenantId, WorkerId};
 use crate::inventory::{
-    Device, Worker, WorkerSpec, WorkerStatus, WorkerUsage, duplicate_device_index,
+    Device, DeviceLoad, Worker, WorkerSpec, WorkerStatus, WorkerUsage, duplicate_device_index,
 };
 use crate::lease::expired_workers;
-use crate::placement::{Choice, Need, choose_device, shortfall, victims_on};
+use crate::placement::{Choice, Need, UnclaimedIndex, choose_device, shortfall, victims_on};
 use crate::quota::{QuotaExceeded, TenantQuota, TenantUsage, TokenBucket, check_usage};
 use crate::session::{Session, SessionRequest, SessionState};
 use crate::time::Millis;
@@ -122,6 +122,8 @@ pub struct Pool {
     pub(crate) workers: BTreeMap<WorkerId, Worker>,
     pub(crate) sessions: BTreeMap<SessionId, Session>,
     pub(crate) tenants: BTreeMap<TenantId, TenantState>,
+    /// Every device by unclaimed memory, kept in step with each device's load.
+    by_unclaimed: UnclaimedIndex,
     /// Issues first-come-first-served tickets to sessions entering [`SessionState::Waiting`].
     next_waiting_ticket: u64,
 }
@@ -135,6 +137,7 @@ impl Pool {
             workers: BTreeMap::new(),
             sessions: BTreeMap::new(),
             tenants: BTreeMap::new(),
+            by_unclaimed: UnclaimedIndex::new(),
             next_waiting_ticket: 0,
         })
     }
@@ -168,7 +171,16 @@ impl Pool {
         {
             commands.push(lost);
         }
-        self.workers.insert(spec.id.clone(), Worker::new(spec, now));
+        let worker = Worker::new(spec, now, self.config.vram_overcommit_percent);
+        for device in &worker.devices {
+            let device_ref = DeviceRef {
+                worker: worker.spec.id.clone(),
+                index: device.spec.index,
+            };
+            self.by_unclaimed
+                .insert((device.unclaimed_bytes(), device_ref));
+        }
+        self.workers.insert(worker.spec.id.clone(), worker);
         Ok(commands)
     }
 
@@ -312,14 +324,10 @@ impl Pool {
             waiting_since: 0,
         };
         let id = session.id;
-        if let Some(device) = device_mut(&mut self.workers, &choice.device) {
-            device.load.add(
-                id,
-                SessionState::Waiting,
-                session.vram_bytes,
-                session.compute_percent,
-            );
-        }
+        let (vram_bytes, compute) = (session.vram_bytes, session.compute_percent);
+        self.update_load(&choice.device, |load| {
+            load.add(id, SessionState::Waiting, vram_bytes, compute)
+        });
         self.sessions.insert(id, session);
         let ready = self.claim(id);
         let address = self
@@ -557,6 +565,7 @@ impl Pool {
         choose_device(
             &self.workers,
             &self.sessions,
+            &self.by_unclaimed,
             &need,
             request.backend,
             strategy,
@@ -692,11 +701,11 @@ impl Pool {
             return;
         };
         let from = std::mem::replace(&mut entry.state, to);
-        if let Some(device) = device_mut(&mut self.workers, &entry.device) {
-            device
-                .load
-                .transition(from, to, entry.vram_bytes, entry.compute_percent);
-        }
+        let (vram_bytes, compute) = (entry.vram_bytes, entry.compute_percent);
+        let device = entry.device.clone();
+        self.update_load(&device, |load| {
+            load.transition(from, to, vram_bytes, compute)
+        });
     }
 
     /// Removes a session and releases everything it held.
@@ -704,20 +713,28 @@ impl Pool {
         let Some(entry) = self.sessions.remove(&session) else {
             return;
         };
-        if let Some(device) = device_mut(&mut self.workers, &entry.device) {
-            device.load.remove(
+        self.update_load(&entry.device, |load| {
+            load.remove(
                 session,
                 entry.state,
                 entry.vram_bytes,
                 entry.compute_percent,
-            );
-        }
+            )
+        });
         release_tenant(&mut self.tenants, &entry);
     }
 
     /// Removes a worker and its sessions; `None` if it was not registered.
     fn forget_worker(&mut self, worker: &WorkerId) -> Option<Command> {
         let removed = self.workers.remove(worker)?;
+        for device in &removed.devices {
+            let device_ref = DeviceRef {
+                worker: worker.clone(),
+                index: device.spec.index,
+            };
+            self.by_unclaimed
+                .remove(&(device.unclaimed_bytes(), device_ref));
+        }
         let mut sessions: Vec<SessionId> = removed
             .devices
             .iter()
@@ -733,6 +750,20 @@ impl Pool {
             worker: worker.clone(),
             sessions,
         })
+    }
+
+    /// Changes a device's load and keeps the unclaimed-memory index in step.
+    fn update_load(&mut self, device_ref: &DeviceRef, change: impl FnOnce(&mut DeviceLoad)) {
+        let Some(device) = device_mut(&mut self.workers, device_ref) else {
+            return;
+        };
+        let before = device.unclaimed_bytes();
+        change(&mut device.load);
+        let after = device.unclaimed_bytes();
+        if before != after {
+            self.by_unclaimed.remove(&(before, device_ref.clone()));
+            self.by_unclaimed.insert((after, device_ref.clone()));
+        }
     }
 
     fn worker_mut(&mut self, worker: &WorkerId) -> Result<&mut Worker, PoolError> {

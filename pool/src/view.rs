@@ -190,7 +190,7 @@ fn device_view(pool: &Pool, device: &Device) -> DeviceView {
         resident_bytes: device.load.hot_bytes,
         claimed_bytes: device.load.claimed_bytes,
         quota_bytes: device.load.quota_bytes,
-        quota_limit_bytes: device.quota_limit(pool.config().vram_overcommit_percent),
+        quota_limit_bytes: device.quota_limit,
         claimed_compute_percent: device.load.claimed_compute,
         sessions,
     }
