@@ -261,6 +261,15 @@ resource "aws_lb" "gateway" {
   enable_cross_zone_load_balancing = true
   enable_deletion_protection       = var.deletion_protection
   tags                             = local.tags
+
+  dynamic "access_logs" {
+    for_each = var.access_logs_bucket == null ? [] : [var.access_logs_bucket]
+    content {
+      bucket  = access_logs.value
+      prefix  = var.name
+      enabled = true
+    }
+  }
 }
 
 resource "aws_lb_target_group" "http" {

@@ -188,6 +188,12 @@ variable "extra_env" {
   default     = {}
 }
 
+variable "access_logs_bucket" {
+  description = "S3 bucket for the load balancer's access logs (it needs a bucket policy that lets the ELB service write). Network load balancers log TLS listeners only. null turns logging off."
+  type        = string
+  default     = null
+}
+
 variable "deletion_protection" {
   description = "Protect the load balancer from deletion (turn off before `terraform destroy`)."
   type        = bool

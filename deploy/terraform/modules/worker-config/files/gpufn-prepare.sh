@@ -7,6 +7,8 @@
 #   gpufn-prepare.sh boot      every boot: service user, secrets into /run/gpufn, local disks
 #
 # GPUFN_PREPARE_CONF and GPUFN_SECRETS_LIST override the two input files (used by tests).
+# Needs bash, coreutils, curl; the aws CLI or gcloud for secrets in those clouds; blkid,
+# mkfs.ext4 and mount for local disks (mdadm to stripe several).
 set -euo pipefail
 
 CONF="${GPUFN_PREPARE_CONF:-/etc/gpufn/prepare.conf}"
@@ -18,12 +20,12 @@ die() {
   exit 1
 }
 
-# Runs "$@" up to 6 times, 2, 4, 8... seconds apart: IAM roles and network routes are
-# often not ready in the first seconds after boot.
+# Runs "$@" up to GPUFN_PREPARE_ATTEMPTS (6) times, 2, 4, 8... seconds apart: IAM roles
+# and network routes are often not ready in the first seconds after boot.
 retry() {
   local attempt=1 delay=2
   until "$@"; do
-    if [ "$attempt" -ge 6 ]; then
+    if [ "$attempt" -ge "${GPUFN_PREPARE_ATTEMPTS:-6}" ]; then
       return 1
     fi
     log "retrying in ${delay}s: $1"

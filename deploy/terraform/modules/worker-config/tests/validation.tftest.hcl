@@ -69,7 +69,7 @@ run "secret_reference_with_spaces" {
 
 run "token_in_plain_environment" {
   command = plan
-  variables { extra_env = { GPUFN_TOKEN = "eyJhbGciOiJIUzI1NiJ9.e30.sig" } }
+  variables { extra_env = { GPUFN_TOKEN = "plain" } }
   expect_failures = [var.extra_env]
 }
 
