@@ -166,6 +166,13 @@ impl Device {
             .memory_bytes
             .saturating_sub(self.load.claimed_bytes)
     }
+
+    /// The largest session that could be placed here without a swap-out, as far as memory
+    /// goes: the lesser of unclaimed memory and room under the overcommit bound.
+    pub fn room_bytes(&self) -> u64 {
+        let quota_room = self.quota_limit.saturating_sub(self.load.quota_bytes);
+        self.unclaimed_bytes().min(quota_room)
+    }
 }
 
 /// A registered worker.

@@ -16,11 +16,12 @@ use crate::time::Millis;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlacementStrategy {
-    /// Fill the fullest device that fits (best fit), keeping whole devices free for large
-    /// sessions and letting idle workers scale down.
+    /// Fill the device with the least room left that fits (best fit), keeping whole devices
+    /// free for large sessions and letting idle workers scale down. Room is the lesser of
+    /// unclaimed memory and what the overcommit bound still allows.
     #[default]
     BinPack,
-    /// Use the emptiest device, spreading load and failure impact.
+    /// Use the device with the most room, spreading load and failure impact.
     Spread,
 }
 
@@ -93,13 +94,14 @@ fn fits_directly(device: &Device, need: &Need) -> bool {
         && shortfall(device, need.vram_bytes, need.compute_percent) == (0, 0)
 }
 
-/// Sort key for a device that fits directly; the smallest key wins.
-fn fit_key(strategy: PlacementStrategy, device: &Device, need: &Need) -> (u64, u64) {
-    let unclaimed_after = device.unclaimed_bytes() - need.vram_bytes;
-    let quota_room_after = device.quota_limit - device.load.quota_bytes - need.vram_bytes;
+/// Sort key for a device that fits directly; the smallest key wins. The room left after
+/// placing (the binding one of memory and overcommit bound) is what bin-packing minimises
+/// and spreading maximises.
+fn fit_key(strategy: PlacementStrategy, device: &Device, need: &Need) -> u64 {
+    let room_after = device.room_bytes() - need.vram_bytes;
     match strategy {
-        PlacementStrategy::BinPack => (unclaimed_after, quota_room_after),
-        PlacementStrategy::Spread => (u64::MAX - unclaimed_after, u64::MAX - quota_room_after),
+        PlacementStrategy::BinPack => room_after,
+        PlacementStrategy::Spread => u64::MAX - room_after,
     }
 }
 
@@ -160,8 +162,8 @@ struct Tally {
     largest_unclaimed_bytes: u64,
 }
 
-/// Every device keyed by its unclaimed memory, so placement visits only devices with room.
-pub(crate) type UnclaimedIndex = BTreeSet<(u64, DeviceRef)>;
+/// Every device keyed by [`Device::room_bytes`], so placement visits only devices with room.
+pub(crate) type RoomIndex = BTreeSet<(u64, DeviceRef)>;
 
 /// Chooses a device for a new session.
 ///
@@ -175,7 +177,7 @@ pub(crate) type UnclaimedIndex = BTreeSet<(u64, DeviceRef)>;
 pub(crate) fn choose_device(
     workers: &BTreeMap<WorkerId, Worker>,
     sessions: &BTreeMap<SessionId, Session>,
-    index: &UnclaimedIndex,
+    index: &RoomIndex,
     need: &Need,
     backend: Option<Backend>,
     strategy: PlacementStrategy,
@@ -194,7 +196,7 @@ pub(crate) fn choose_device(
     debug_assert_eq!(
         direct,
         scan(workers, need, backend, strategy, now, config).direct,
-        "the unclaimed-memory index disagrees with a full scan"
+        "the room index disagrees with a full scan"
     );
     if let Some(device) = direct {
         return Ok(Choice {
@@ -228,11 +230,11 @@ fn eligible_device<'a>(
 }
 
 /// The best direct fit, visiting devices through `index` from the best possible key on and
-/// stopping once no later device can win: bin-packing walks up from the least unclaimed
-/// memory that could fit, spreading walks down from the most. Equal to [`scan`]'s choice.
+/// stopping once no later device can win: bin-packing walks up from the least room that
+/// could fit, spreading walks down from the most. Equal to [`scan`]'s choice.
 fn indexed_direct_fit(
     workers: &BTreeMap<WorkerId, Worker>,
-    index: &UnclaimedIndex,
+    index: &RoomIndex,
     need: &Need,
     backend: Option<Backend>,
     strategy: PlacementStrategy,
@@ -257,16 +259,16 @@ fn indexed_direct_fit(
     }
 }
 
-/// The device with the smallest (key, ref) among the first run of equal unclaimed memory
-/// that holds any fitting device. Later runs cannot win: the primary key only gets worse.
+/// The device with the smallest (key, ref) among the first run of equal room that holds any
+/// fitting device. Later runs cannot win: the key only gets worse.
 fn best_in_first_tier<'a>(
     candidates: impl Iterator<Item = &'a (u64, DeviceRef)>,
-    key_of: impl Fn(&DeviceRef) -> Option<(u64, u64)>,
+    key_of: impl Fn(&DeviceRef) -> Option<u64>,
 ) -> Option<DeviceRef> {
-    let mut best: Option<((u64, u64), &DeviceRef)> = None;
+    let mut best: Option<(u64, &DeviceRef)> = None;
     let mut tier = None;
-    for (unclaimed, device_ref) in candidates {
-        if tier.is_some_and(|t| t != *unclaimed) {
+    for (room, device_ref) in candidates {
+        if tier.is_some_and(|t| t != *room) {
             break;
         }
         let Some(key) = key_of(device_ref) else {
@@ -275,7 +277,7 @@ fn best_in_first_tier<'a>(
         if best.is_none_or(|best| (key, device_ref) < best) {
             best = Some((key, device_ref));
         }
-        tier = Some(*unclaimed);
+        tier = Some(*room);
     }
     best.map(|(_, device_ref)| device_ref.clone())
 }
@@ -301,7 +303,7 @@ fn scan<'a>(
     config: &PoolConfig,
 ) -> Scan<'a> {
     let mut tally = Tally::default();
-    let mut best: Option<((u64, u64), &WorkerId, u32)> = None;
+    let mut best: Option<(u64, &WorkerId, u32)> = None;
     let mut crowded = Vec::new();
     for (worker_id, worker) in workers {
         if !worker_accepts(worker, now, config, &mut tally) {

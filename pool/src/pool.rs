@@ -13,7 +13,7 @@ use crate::inventory::{
     Device, DeviceLoad, Worker, WorkerSpec, WorkerStatus, WorkerUsage, duplicate_device_index,
 };
 use crate::lease::expired_workers;
-use crate::placement::{Choice, Need, UnclaimedIndex, choose_device, shortfall, victims_on};
+use crate::placement::{Choice, Need, RoomIndex, choose_device, shortfall, victims_on};
 use crate::quota::{QuotaExceeded, TenantQuota, TenantUsage, TokenBucket, check_usage};
 use crate::session::{Session, SessionRequest, SessionState};
 use crate::time::Millis;
@@ -122,8 +122,8 @@ pub struct Pool {
     pub(crate) workers: BTreeMap<WorkerId, Worker>,
     pub(crate) sessions: BTreeMap<SessionId, Session>,
     pub(crate) tenants: BTreeMap<TenantId, TenantState>,
-    /// Every device by unclaimed memory, kept in step with each device's load.
-    by_unclaimed: UnclaimedIndex,
+    /// Every device by [`Device::room_bytes`], kept in step with each device's load.
+    by_room: RoomIndex,
     /// Issues first-come-first-served tickets to sessions entering [`SessionState::Waiting`].
     next_waiting_ticket: u64,
 }
@@ -137,7 +137,7 @@ impl Pool {
             workers: BTreeMap::new(),
             sessions: BTreeMap::new(),
             tenants: BTreeMap::new(),
-            by_unclaimed: UnclaimedIndex::new(),
+            by_room: RoomIndex::new(),
             next_waiting_ticket: 0,
         })
     }
@@ -177,8 +177,7 @@ impl Pool {
                 worker: worker.spec.id.clone(),
                 index: device.spec.index,
             };
-            self.by_unclaimed
-                .insert((device.unclaimed_bytes(), device_ref));
+            self.by_room.insert((device.room_bytes(), device_ref));
         }
         self.workers.insert(worker.spec.id.clone(), worker);
         Ok(commands)
@@ -565,7 +564,7 @@ impl Pool {
         choose_device(
             &self.workers,
             &self.sessions,
-            &self.by_unclaimed,
+            &self.by_room,
             &need,
             request.backend,
             strategy,
@@ -732,8 +731,7 @@ impl Pool {
                 worker: worker.clone(),
                 index: device.spec.index,
             };
-            self.by_unclaimed
-                .remove(&(device.unclaimed_bytes(), device_ref));
+            self.by_room.remove(&(device.room_bytes(), device_ref));
         }
         let mut sessions: Vec<SessionId> = removed
             .devices
@@ -752,17 +750,17 @@ impl Pool {
         })
     }
 
-    /// Changes a device's load and keeps the unclaimed-memory index in step.
+    /// Changes a device's load and keeps the room index in step.
     fn update_load(&mut self, device_ref: &DeviceRef, change: impl FnOnce(&mut DeviceLoad)) {
         let Some(device) = device_mut(&mut self.workers, device_ref) else {
             return;
         };
-        let before = device.unclaimed_bytes();
+        let before = device.room_bytes();
         change(&mut device.load);
-        let after = device.unclaimed_bytes();
+        let after = device.room_bytes();
         if before != after {
-            self.by_unclaimed.remove(&(before, device_ref.clone()));
-            self.by_unclaimed.insert((after, device_ref.clone()));
+            self.by_room.remove(&(before, device_ref.clone()));
+            self.by_room.insert((after, device_ref.clone()));
         }
     }
 

@@ -123,6 +123,25 @@ fn bin_pack_fills_the_fullest_device_that_fits() {
 }
 
 #[test]
+fn bin_pack_counts_the_overcommit_bound_as_room_too() {
+    let mut pool = pool(vec![worker("w", vec![device(0, 10), device(1, 10)])]);
+    place(&mut pool, request(1, 10, Qos::Medium), 0);
+    pool.session_swapped_out(SessionId(1), Millis(0)).unwrap();
+    place(&mut pool, request(2, 8, Qos::Medium), 0);
+    pool.session_swapped_out(SessionId(2), Millis(0)).unwrap();
+    // gpu0: 10 GiB unclaimed but only 2 GiB under its 20 GiB quota bound; gpu1: 10 GiB room.
+    assert_eq!(pool.session(SessionId(2)).unwrap().device, at("w", 0));
+    assert_eq!(
+        place(&mut pool, request(3, 2, Qos::Medium), 0).device,
+        at("w", 0)
+    );
+    assert_eq!(
+        place(&mut pool, request(4, 1, Qos::Medium), 0).device,
+        at("w", 1)
+    );
+}
+
+#[test]
 fn spread_uses_the_emptiest_device_and_requests_may_override_it() {
     let spread = PoolConfig {
         strategy: PlacementStrategy::Spread,
