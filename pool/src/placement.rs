@@ -229,9 +229,11 @@ fn eligible_device<'a>(
         .filter(|d| device_accepts(d, backend, &mut ignored))
 }
 
-/// The best direct fit, visiting devices through `index` from the best possible key on and
-/// stopping once no later device can win: bin-packing walks up from the least room that
-/// could fit, spreading walks down from the most. Equal to [`scan`]'s choice.
+/// The best direct fit, found through `index` (equal to [`scan`]'s choice). The key only
+/// depends on room, and ties go to the lowest device reference, which is also the index's
+/// order within equal room. So bin-packing takes the first fit walking up from the least
+/// room that could fit; spreading walks down to the most room that fits, then takes the
+/// first fit of that room walking up.
 fn indexed_direct_fit(
     workers: &BTreeMap<WorkerId, Worker>,
     index: &RoomIndex,
@@ -241,45 +243,28 @@ fn indexed_direct_fit(
     now: Millis,
     config: &PoolConfig,
 ) -> Option<DeviceRef> {
-    let key_of = |device_ref: &DeviceRef| {
-        let device = eligible_device(workers, device_ref, backend, now, config)?;
-        fits_directly(device, need).then(|| fit_key(strategy, device, need))
+    let fits = |entry: &&(u64, DeviceRef)| {
+        eligible_device(workers, &entry.1, backend, now, config)
+            .is_some_and(|device| fits_directly(device, need))
     };
-    let lowest = (
-        need.vram_bytes,
-        DeviceRef {
-            worker: WorkerId(String::new()),
-            index: 0,
-        },
-    );
-    let candidates = index.range(lowest..);
-    match strategy {
-        PlacementStrategy::BinPack => best_in_first_tier(candidates, key_of),
-        PlacementStrategy::Spread => best_in_first_tier(candidates.rev(), key_of),
-    }
-}
-
-/// The device with the smallest (key, ref) among the first run of equal room that holds any
-/// fitting device. Later runs cannot win: the key only gets worse.
-fn best_in_first_tier<'a>(
-    candidates: impl Iterator<Item = &'a (u64, DeviceRef)>,
-    key_of: impl Fn(&DeviceRef) -> Option<u64>,
-) -> Option<DeviceRef> {
-    let mut best: Option<(u64, &DeviceRef)> = None;
-    let mut tier = None;
-    for (room, device_ref) in candidates {
-        if tier.is_some_and(|t| t != *room) {
-            break;
+    let from_room = |room: u64| {
+        (
+            room,
+            DeviceRef {
+                worker: WorkerId(String::new()),
+                index: 0,
+            },
+        )
+    };
+    let lowest = from_room(need.vram_bytes);
+    let found = match strategy {
+        PlacementStrategy::BinPack => index.range(lowest..).find(fits),
+        PlacementStrategy::Spread => {
+            let (most_room, _) = index.range(lowest..).rev().find(fits)?;
+            index.range(from_room(*most_room)..).find(fits)
         }
-        let Some(key) = key_of(device_ref) else {
-            continue;
-        };
-        if best.is_none_or(|best| (key, device_ref) < best) {
-            best = Some((key, device_ref));
-        }
-        tier = Some(*room);
-    }
-    best.map(|(_, device_ref)| device_ref.clone())
+    };
+    found.map(|(_, device_ref)| device_ref.clone())
 }
 
 /// Everything a full pass over the devices learns.
