@@ -16,6 +16,7 @@ so this script checks what can be checked from the HCL alone (parsed with python
   regions      no hard-coded cloud region or zone
   hardening    IMDSv2 only, encrypted disks, no public IPs on workers, no ingress from
                0.0.0.0/0 to instances, no wildcard IAM actions or resources
+  readme       README.md's variable reference matches the code (tests/variables_doc.py)
 
 Usage: check_structure.py [ROOT]   (ROOT defaults to deploy/terraform next to this file)
 Exit status 0 when no finding, 1 otherwise; each finding is printed as FILE: RULE: message.
@@ -371,6 +372,17 @@ def check_test_files(root: Path, report: Report) -> None:
         report.check(bool(parsed.get("run")), test, "parse", "test file has no run block")
 
 
+def check_readme(root: Path, report: Report) -> None:
+    import variables_doc  # imports this module: load it late
+
+    readme = root / "README.md"
+    documented = variables_doc.section(readme.read_text()) if readme.is_file() else None
+    report.check(documented is not None, readme, "readme", "README.md has no generated variable reference section")
+    if documented is not None:
+        report.check(documented == variables_doc.render(root).strip("\n"), readme, "readme",
+                     "the variable reference is out of date: run python3 deploy/terraform/tests/variables_doc.py --write")
+
+
 def run(root: Path) -> Report:
     root = root.resolve()
     report = Report(root)
@@ -388,6 +400,7 @@ def run(root: Path) -> Report:
     for relative in CONTRACTS:
         report.check((root / relative).is_dir(), relative, "contract", "module directory is missing")
     check_test_files(root, report)
+    check_readme(root, report)
     return report
 
 

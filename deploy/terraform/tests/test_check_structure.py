@@ -110,6 +110,10 @@ class CheckStructureTest(unittest.TestCase):
         self.append("modules/worker-config/variables.tf", 'variable "mystery" {\n  type = string\n  default = "x"\n}')
         self.assert_finding("docs", "variable mystery has no description")
 
+    def test_readme_reference_out_of_date(self):
+        self.replace("modules/gpu-pool-aws/variables.tf", "Fewest workers the pool keeps running", "Fewest workers")
+        self.assert_finding("readme", "variable reference is out of date")
+
     def test_provider_configured_in_module(self):
         self.append("modules/gpu-pool-aws/versions.tf", 'provider "aws" {\n  region = var.name\n}')
         self.assert_finding("providers", "module configures provider aws")

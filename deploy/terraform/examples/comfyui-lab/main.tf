@@ -5,6 +5,10 @@ locals {
   worker_port = 4500
   quic_port   = 4433
   comfyui_dir = "/opt/ComfyUI"
+
+  # Workers and lab VMs reach the gateway by name when there is one (the TLS certificate
+  # names it), else at its stable private IP.
+  gateway_address = var.gateway_dns_name == null ? module.gateway.private_quic_address : "${var.gateway_dns_name}:${local.quic_port}"
 }
 
 module "gateway" {
@@ -43,7 +47,7 @@ module "gpu_pool" {
   max_size                  = var.gpu_max_workers
   binary_url                = var.binary_url
   binary_sha256             = var.binary_sha256
-  gateway_address           = module.gateway.private_quic_address
+  gateway_address           = local.gateway_address
   gateway_quic_port         = local.quic_port
   worker_token_secret_arn   = var.worker_token_secret_arn
   gateway_security_group_id = module.gateway.security_group_id
@@ -51,6 +55,16 @@ module "gpu_pool" {
   worker_port               = local.worker_port
   # Lab users step away often: give the GPU back after 10 s idle.
   idle_timeout = "10s"
+}
+
+resource "aws_route53_record" "gateway" {
+  count = var.private_zone_id == null ? 0 : 1
+
+  zone_id = var.private_zone_id
+  name    = var.gateway_dns_name
+  type    = "A"
+  ttl     = 60
+  records = [module.gateway.private_ip]
 }
 
 # --- Lab VMs: CPU only, ComfyUI through the stub ------------------------------------------
@@ -61,7 +75,7 @@ module "lab_config" {
   role            = "client"
   binary_url      = var.binary_url
   binary_sha256   = var.binary_sha256
-  gateway_address = module.gateway.private_quic_address
+  gateway_address = local.gateway_address
   token_secret = {
     source = strcontains(var.session_token_secret_arn, ":secretsmanager:") ? "aws-secretsmanager" : "aws-ssm"
     id     = var.session_token_secret_arn

@@ -4,8 +4,8 @@ output "http_endpoint" {
 }
 
 output "gateway_private_address" {
-  description = "QUIC address of the gateway inside the VPC (GPUFN_GATEWAY on the lab VMs)."
-  value       = module.gateway.private_quic_address
+  description = "QUIC address of the gateway inside the VPC (GPUFN_GATEWAY on the lab VMs and workers)."
+  value       = local.gateway_address
 }
 
 output "comfyui_urls" {

@@ -74,6 +74,23 @@ variable "session_token_secret_arn" {
   type        = string
 }
 
+variable "private_zone_id" {
+  description = "Route 53 private hosted zone of the VPC in which to create gateway_dns_name; null to skip (workers and lab VMs then use the gateway's private IP, which the TLS certificate must name)."
+  type        = string
+  default     = null
+}
+
+variable "gateway_dns_name" {
+  description = "Name of the gateway inside the VPC (for example \"gpufn.lab.internal\"), created in private_zone_id. Issue the gateway's TLS certificate for this name."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = (var.gateway_dns_name == null) == (var.private_zone_id == null)
+    error_message = "Set gateway_dns_name and private_zone_id together (or neither)."
+  }
+}
+
 variable "api_cidr_blocks" {
   description = "Address ranges allowed to call the gateway's HTTP API and QUIC endpoint through the load balancer."
   type        = list(string)

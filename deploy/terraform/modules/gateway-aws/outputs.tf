@@ -13,6 +13,11 @@ output "private_quic_address" {
   value       = "${aws_network_interface.gateway.private_ip}:${var.quic_port}"
 }
 
+output "private_ip" {
+  description = "Stable private IP of the gateway (its own network interface survives instance replacement)."
+  value       = aws_network_interface.gateway.private_ip
+}
+
 output "private_http_endpoint" {
   description = "Base URL of the HTTP API at the gateway's private address."
   value       = "http://${aws_network_interface.gateway.private_ip}:${var.http_port}"
