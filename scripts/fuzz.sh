@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-CARGO_FUZZ_VERSION=0.13.1
+CARGO_FUZZ_VERSION=0.13.2
 tools="$PWD/.cache/tools"
 if ! "$tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   echo "installing cargo-fuzz $CARGO_FUZZ_VERSION into $tools (once)" >&2
