@@ -1,1 +1,333 @@
-//! Benchmark (to come).
+//! `gpufn bench swap`: swap throughput of the host and disk tiers against baselines measured in
+//! the same run: a plain memcpy for the host tier, a plain sequential file write (+fsync) and
+//! read with the same I/O mode for the disk tier.
+//!
+//! Baselines and swaps are measured in alternation, one warm-up round and then `repeats` rounds,
+//! and each figure is the best of its rounds (page faults of first use are not counted on either
+//! side, and both sides see the same machine conditions). For the buffered disk mode the file's pages are dropped from the
+//! page cache before reading (`POSIX_FADV_DONTNEED`), so reads come from the disk.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::buffer::ChunkBuf;
+use crate::device::MemoryDevice;
+use crate::error::{Result, SwapError};
+use crate::store::{DiskConfig, SwapConfig, SwapStore};
+use crate::types::{Allocation, SessionId, Tier};
+
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Session sizes in bytes.
+    pub sizes: Vec<u64>,
+    /// Directory for the disk tier and the baseline file (on the disk to measure).
+    pub dir: PathBuf,
+    pub chunk_size: usize,
+    pub repeats: usize,
+    /// Use O_DIRECT for both the disk tier and the disk baseline.
+    pub direct_io: bool,
+}
+
+impl BenchConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            sizes: vec![256 << 20, 1 << 30],
+            dir: dir.into(),
+            chunk_size: crate::store::DEFAULT_CHUNK_SIZE,
+            repeats: 5,
+            direct_io: true,
+        }
+    }
+}
+
+/// Throughputs in bytes per second for one session size.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    pub size: u64,
+    pub memcpy: f64,
+    pub host_out: f64,
+    pub host_in: f64,
+    pub disk_write: f64,
+    pub disk_read: f64,
+    pub disk_out: f64,
+    pub disk_in: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub machine: String,
+    pub chunk_size: usize,
+    pub direct_io: bool,
+    pub rows: Vec<BenchRow>,
+}
+
+pub fn run(config: &BenchConfig) -> Result<BenchReport> {
+    std::fs::create_dir_all(&config.dir)
+        .map_err(|e| SwapError::io("creating directory", &config.dir, e))?;
+    let mut rows = Vec::new();
+    for &size in &config.sizes {
+        rows.push(measure_size(config, size)?);
+    }
+    Ok(BenchReport {
+        machine: machine_description(),
+        chunk_size: config.chunk_size,
+        direct_io: config.direct_io,
+        rows,
+    })
+}
+
+/// Shortest durations seen for each measurement.
+#[derive(Clone, Copy)]
+struct Best([Duration; 7]);
+
+impl Best {
+    fn update(&mut self, which: usize, d: Duration) {
+        self.0[which] = self.0[which].min(d);
+    }
+}
+
+const MEMCPY: usize = 0;
+const HOST_OUT: usize = 1;
+const HOST_IN: usize = 2;
+const DISK_WRITE: usize = 3;
+const DISK_READ: usize = 4;
+const DISK_OUT: usize = 5;
+const DISK_IN: usize = 6;
+
+/// Measures baselines and swaps in alternation (so both see the same machine conditions),
+/// one warm-up round and then `repeats` rounds, keeping the best of each.
+fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
+    let (mut device, allocations) = device_with(size);
+    let mut copy_target = vec![1u8; size as usize];
+    let host = open_store(config, "bench-host", size + config.chunk_size as u64, None)?;
+    let disk = open_store(
+        config,
+        "bench-disk",
+        0,
+        Some(DiskConfig {
+            dir: config.dir.clone(),
+            direct_io: config.direct_io,
+            budget: None,
+        }),
+    )?;
+    let baseline = config.dir.join("bench-baseline.tmp");
+    let mut best = Best([Duration::MAX; 7]);
+    let result = (|| {
+        for round in 0..=config.repeats.max(1) {
+            let mut record = |which: usize, d: Duration| {
+                if round > 0 {
+                    best.update(which, d);
+                }
+            };
+            let src = device.get(allocations[0].device_address).expect("mapped");
+            let start = Instant::now();
+            copy_target.copy_from_slice(src);
+            std::hint::black_box(&mut copy_target);
+            record(MEMCPY, start.elapsed());
+
+            let (out, into) = round_trip(&host, &mut device, &allocations, Tier::Host)?;
+            record(HOST_OUT, out);
+            record(HOST_IN, into);
+
+            record(DISK_WRITE, baseline_write(config, &baseline, size)?);
+            record(DISK_READ, baseline_read(config, &baseline, size)?);
+            let (out, into) = round_trip(&disk, &mut device, &allocations, Tier::Disk)?;
+            record(DISK_OUT, out);
+            record(DISK_IN, into);
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&baseline);
+    result?;
+    let r = |which: usize| rate(size, best.0[which]);
+    Ok(BenchRow {
+        size,
+        memcpy: r(MEMCPY),
+        host_out: r(HOST_OUT),
+        host_in: r(HOST_IN),
+        disk_write: r(DISK_WRITE),
+        disk_read: r(DISK_READ),
+        disk_out: r(DISK_OUT),
+        disk_in: r(DISK_IN),
+    })
+}
+
+fn rate(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// A device holding one allocation of `size` bytes of non-trivial data.
+fn device_with(size: u64) -> (MemoryDevice, Vec<Allocation>) {
+    let mut data = vec![0u8; size as usize];
+    for (i, word) in data.chunks_mut(8).enumerate() {
+        let v = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes();
+        word.copy_from_slice(&v[..word.len()]);
+    }
+    let mut device = MemoryDevice::new();
+    let address = 0x7f00_0000_0000;
+    device.insert(address, data);
+    (device, vec![Allocation::new(address, size)])
+}
+
+fn open_store(
+    config: &BenchConfig,
+    worker_id: &str,
+    host_budget: u64,
+    disk: Option<DiskConfig>,
+) -> Result<SwapStore> {
+    let store_config = SwapConfig {
+        chunk_size: config.chunk_size,
+        prefault_host: true,
+        disk,
+        ..SwapConfig::new(worker_id, host_budget)
+    };
+    Ok(SwapStore::open(store_config)?.0)
+}
+
+/// One swap-out and swap-in; returns their durations as the store reports them.
+fn round_trip(
+    store: &SwapStore,
+    device: &mut MemoryDevice,
+    allocations: &[Allocation],
+    expected: Tier,
+) -> Result<(Duration, Duration)> {
+    let session = SessionId(1);
+    let out = store.swap_out(session, allocations, device)?;
+    if out.tier != expected {
+        return Err(SwapError::Internal(format!(
+            "benchmark session landed in the {} tier, expected {expected}",
+            out.tier
+        )));
+    }
+    let back = store.swap_in(session, device)?;
+    Ok((out.event.duration, back.event.duration))
+}
+
+/// Plain sequential write of `size` bytes in chunk-size blocks, then fsync.
+fn baseline_write(config: &BenchConfig, path: &Path, size: u64) -> Result<Duration> {
+    let mut buf = baseline_buffer(config)?;
+    let file = open_baseline(path, config.direct_io, true)?;
+    let start = Instant::now();
+    for (offset, len) in blocks(size, config.chunk_size as u64) {
+        file.write_all_at(&buf.as_mut_slice()[..len], offset)
+            .map_err(|e| SwapError::io("writing", path, e))?;
+    }
+    file.sync_all()
+        .map_err(|e| SwapError::io("syncing", path, e))?;
+    Ok(start.elapsed())
+}
+
+/// Plain sequential read of the file written by [`baseline_write`], from the disk.
+fn baseline_read(config: &BenchConfig, path: &Path, size: u64) -> Result<Duration> {
+    let mut buf = baseline_buffer(config)?;
+    let file = open_baseline(path, config.direct_io, false)?;
+    drop_cache(&file);
+    let start = Instant::now();
+    for (offset, len) in blocks(size, config.chunk_size as u64) {
+        file.read_exact_at(&mut buf.as_mut_slice()[..len], offset)
+            .map_err(|e| SwapError::io("reading", path, e))?;
+    }
+    Ok(start.elapsed())
+}
+
+fn baseline_buffer(config: &BenchConfig) -> Result<ChunkBuf> {
+    let mut buf = ChunkBuf::with_capacity(config.chunk_size)
+        .map_err(|e| SwapError::Internal(format!("cannot allocate a buffer: {e}")))?;
+    buf.as_mut_slice().fill(0x5a);
+    Ok(buf)
+}
+
+/// (offset, length) of each block, lengths rounded up to 4096 for direct I/O.
+fn blocks(size: u64, block: u64) -> impl Iterator<Item = (u64, usize)> {
+    (0..size.div_ceil(block)).map(move |i| {
+        let offset = i * block;
+        (
+            offset,
+            block.min(size - offset).next_multiple_of(4096) as usize,
+        )
+    })
+}
+
+fn open_baseline(path: &Path, direct: bool, write: bool) -> Result<File> {
+    let mut options = OpenOptions::new();
+    if write {
+        options.create(true).truncate(true).write(true);
+    } else {
+        options.read(true);
+    }
+    if direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    options
+        .open(path)
+        .map_err(|e| SwapError::io("opening", path, e))
+}
+
+fn drop_cache(file: &File) {
+    // SAFETY: posix_fadvise on a valid, open file descriptor owned by `file`; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cores} cores, {cpu}, {}", std::env::consts::ARCH)
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gb = |bps: f64| bps / 1e9;
+        let pct = |a: f64, b: f64| 100.0 * a / b.max(1e-9);
+        writeln!(
+            f,
+            "gpufn swap benchmark: {}; chunk {} MiB; disk I/O {}; best of repeats, GB/s",
+            self.machine,
+            self.chunk_size >> 20,
+            if self.direct_io {
+                "O_DIRECT"
+            } else {
+                "buffered"
+            }
+        )?;
+        writeln!(
+            f,
+            "| size | memcpy | host out | host in | disk write | disk read | disk out | disk in |"
+        )?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|")?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "| {} MiB | {:.2} | {:.2} ({:.0}%) | {:.2} ({:.0}%) | {:.2} | {:.2} | {:.2} ({:.0}%) | {:.2} ({:.0}%) |",
+                r.size >> 20,
+                gb(r.memcpy),
+                gb(r.host_out),
+                pct(r.host_out, r.memcpy),
+                gb(r.host_in),
+                pct(r.host_in, r.memcpy),
+                gb(r.disk_write),
+                gb(r.disk_read),
+                gb(r.disk_out),
+                pct(r.disk_out, r.disk_write),
+                gb(r.disk_in),
+                pct(r.disk_in, r.disk_read),
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -74,6 +74,62 @@ fn host_tier_round_trip() {
 }
 
 #[test]
+fn host_tier_round_trip_with_host_checksums() {
+    let mut cfg = config("w", 1 << 30);
+    cfg.host_checksums = true;
+    let (store, _) = SwapStore::open(cfg).unwrap();
+    let mut device = MemoryDevice::new();
+    let sessions = swap_out_all(&store, &mut device, 1);
+    swap_in_all(&store, &mut device, &sessions, Tier::Host);
+}
+
+#[test]
+fn concurrent_sessions_do_not_interfere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = disk_config("w", dir.path(), 8 * CHUNK as u64);
+    cfg.policy = DemotionPolicy {
+        host_idle: Duration::ZERO,
+        ..DemotionPolicy::default()
+    };
+    let (store, _) = SwapStore::open(cfg).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // A background ticker keeps demoting host sessions to disk while others swap.
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = store.tick(Instant::now());
+                assert!(report.errors.is_empty(), "{:?}", report.errors);
+            }
+        });
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = &store;
+                scope.spawn(move || {
+                    let mut device = MemoryDevice::new();
+                    for round in 0..10u64 {
+                        let id = 1 + t * 100 + round;
+                        let s =
+                            make_session(&mut device, id, &[CHUNK + (id as usize % 7) * 999, 17]);
+                        store.swap_out(s.id, &s.allocations, &mut device).unwrap();
+                        release(&mut device, &s);
+                        remap(&mut device, &s);
+                        store.swap_in(s.id, &mut device).unwrap();
+                        assert_restored(&device, &s);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let status = store.status();
+    assert!(status.sessions.is_empty());
+    assert_eq!((status.host_used, status.disk_used), (0, 0));
+}
+
+#[test]
 fn tiny_host_budget_forces_the_disk_tier() {
     let dir = tempfile::tempdir().unwrap();
     // Budget 0: everything with data goes to disk; empty sessions cost nothing and stay in RAM.
@@ -98,7 +154,7 @@ fn tiny_host_budget_forces_the_disk_tier() {
     let left: Vec<_> = std::fs::read_dir(dir.path().join("w"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != "instance")
+        .filter(|n| n != "instance" && n != "trash")
         .collect();
     assert!(left.is_empty(), "swap files left after swap-in: {left:?}");
 }

@@ -29,6 +29,11 @@ pub struct SwapConfig {
     pub pipeline_depth: usize,
     /// Touch the whole host budget at open, so the first swap-outs don't pay page faults.
     pub prefault_host: bool,
+    /// Checksum chunks already when they enter the host tier and verify them on swap-in from
+    /// it. Off by default: that costs a second pass over the data on the swap critical path,
+    /// and host-tier data never leaves the worker's memory. Chunks are always checksummed
+    /// before they leave it (swap-out to disk, demotion to disk) and verified when read back.
+    pub host_checksums: bool,
     pub disk: Option<DiskConfig>,
     /// Needs `disk` (demotion goes host → disk → cold).
     pub cold: Option<ColdConfig>,
@@ -62,6 +67,7 @@ impl SwapConfig {
             chunk_size: DEFAULT_CHUNK_SIZE,
             pipeline_depth: DEFAULT_PIPELINE_DEPTH,
             prefault_host: false,
+            host_checksums: false,
             disk: None,
             cold: None,
             policy: DemotionPolicy::default(),

@@ -102,6 +102,7 @@ struct Index {
 
 pub struct SwapStore {
     chunk_size: usize,
+    host_checksums: bool,
     depth: usize,
     limits: Limits,
     policy: DemotionPolicy,
@@ -153,6 +154,7 @@ impl SwapStore {
         };
         let store = Self {
             chunk_size: config.chunk_size,
+            host_checksums: config.host_checksums,
             depth: config.pipeline_depth,
             limits,
             policy: config.policy,
@@ -348,20 +350,25 @@ impl SwapStore {
                 }
                 moves::host_to_disk(self, &manifest, &mut host_chunks)
             }
-            (Tier::Disk, Tier::Cold) => moves::disk_to_cold(self, &manifest),
+            (Tier::Disk, Tier::Cold) => {
+                moves::disk_to_cold(self, &manifest).map(|()| Manifest::clone(&manifest))
+            }
             _ => Err(SwapError::Internal(format!(
                 "unsupported demotion {step:?}"
             ))),
         };
-        if let Err(e) = moved {
-            if step.from == Tier::Host {
-                let mut index = self.lock();
-                index.usage.disk -= index.sessions[&step.session].disk_bytes;
+        let moved_manifest = match moved {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                if step.from == Tier::Host {
+                    let mut index = self.lock();
+                    index.usage.disk -= index.sessions[&step.session].disk_bytes;
+                }
+                self.put_back_host_chunks(step.session, host_chunks);
+                return Err(e);
             }
-            self.put_back_host_chunks(step.session, host_chunks);
-            return Err(e);
-        }
-        self.finish_demotion(step, host_chunks);
+        };
+        self.finish_demotion(step, moved_manifest, host_chunks);
         Ok(Some(SwapEvent {
             session: step.session,
             kind: EventKind::Demote,
@@ -372,7 +379,7 @@ impl SwapStore {
         }))
     }
 
-    fn finish_demotion(&self, step: Move, freed_buffers: Vec<ChunkBuf>) {
+    fn finish_demotion(&self, step: Move, manifest: Manifest, freed_buffers: Vec<ChunkBuf>) {
         for buf in freed_buffers {
             self.pool.give(buf);
         }
@@ -380,6 +387,7 @@ impl SwapStore {
         let index = &mut *index;
         let entry = index.sessions.get_mut(&step.session).expect("busy entry");
         entry.tier = step.to;
+        entry.manifest = Arc::new(manifest);
         match step.to {
             Tier::Disk => index.usage.host -= entry.host_bytes,
             Tier::Cold => {

@@ -14,7 +14,8 @@ use crate::tier::disk::DiskReader;
 use crate::transfer::{drain_to_device, fill_from_device, missing, verify};
 use crate::types::Tier;
 
-/// Device → host buffers; a helper thread checksums chunk N while the device copies N+1.
+/// Device → host buffers. With host checksums a helper thread checksums chunk N while the
+/// device copies N+1; without, the manifest's checksums stay empty until demotion.
 pub fn device_to_host(
     store: &SwapStore,
     skeleton: &Manifest,
@@ -28,7 +29,9 @@ pub fn device_to_host(
         store.depth,
         |i| read_device_chunk(store, skeleton, &chunks[i], device),
         |i, buf: ChunkBuf| {
-            checksums.push(chunk_checksum(i as u32, buf.data()));
+            if store.host_checksums {
+                checksums.push(chunk_checksum(i as u32, buf.data()));
+            }
             kept.push(buf);
             Ok(())
         },
@@ -44,8 +47,9 @@ pub fn device_to_host(
     Ok((manifest, kept))
 }
 
-/// Device → disk file; a helper thread checksums and writes chunk N while the device copies
-/// N+1. Returns after the file and the manifest are fsynced.
+/// Device → disk file. The calling thread copies and checksums chunk N+1 while a helper thread
+/// writes chunk N, so the disk never waits for the CPU. Returns after the file and the manifest
+/// are fsynced.
 pub fn device_to_disk(
     store: &SwapStore,
     skeleton: &Manifest,
@@ -60,9 +64,12 @@ pub fn device_to_disk(
         pipeline::caller_produces(
             chunks.len(),
             store.depth,
-            |i| read_device_chunk(store, skeleton, &chunks[i], device),
-            |i, mut buf: ChunkBuf| {
+            |i| {
+                let buf = read_device_chunk(store, skeleton, &chunks[i], device)?;
                 checksums.push(chunk_checksum(i as u32, buf.data()));
+                Ok(buf)
+            },
+            |i, mut buf: ChunkBuf| {
                 let written = writer.write_chunk(i as u32, store.chunk_size, &mut buf);
                 store.pool.give(buf);
                 written
@@ -70,7 +77,7 @@ pub fn device_to_disk(
         )?;
         writer.finish()?;
         let manifest = Manifest {
-            checksums,
+            checksums: std::mem::take(&mut checksums),
             ..skeleton.clone()
         };
         disk.write_manifest(&manifest)?;
@@ -98,10 +105,16 @@ pub fn host_to_device(
             chunks.len()
         )));
     }
+    let checksummed = !manifest.checksums.is_empty();
     pipeline::helper_produces(
         chunks.len(),
         store.depth,
-        |i| verify(manifest, Tier::Host, &chunks[i], host_chunks[i].data()).map(|()| i),
+        |i| {
+            if checksummed {
+                verify(manifest, Tier::Host, &chunks[i], host_chunks[i].data())?;
+            }
+            Ok(i)
+        },
         |i, _| {
             drain_to_device(
                 device,
@@ -114,7 +127,8 @@ pub fn host_to_device(
     )
 }
 
-/// Disk file → device; a helper thread reads and verifies chunk N+1 while chunk N is copied.
+/// Disk file → device. A helper thread reads chunk N+1 while the calling thread verifies chunk
+/// N and, only if it is intact, copies it to the device.
 pub fn disk_to_device(
     store: &SwapStore,
     manifest: &Manifest,
@@ -128,13 +142,15 @@ pub fn disk_to_device(
         store.depth,
         |i| read_disk_chunk(store, manifest, &reader, &chunks[i]),
         |i, buf: ChunkBuf| {
-            let written = drain_to_device(
-                device,
-                manifest.session,
-                &manifest.allocations,
-                &chunks[i],
-                buf.data(),
-            );
+            let written = verify(manifest, Tier::Disk, &chunks[i], buf.data()).and_then(|()| {
+                drain_to_device(
+                    device,
+                    manifest.session,
+                    &manifest.allocations,
+                    &chunks[i],
+                    buf.data(),
+                )
+            });
             store.pool.give(buf);
             written
         },
@@ -199,26 +215,35 @@ pub fn cold_to_device(
     )
 }
 
-/// Host buffers → disk file (demotion). On failure the partial file is removed and the
-/// session stays in the host tier.
+/// Host buffers → disk file (demotion), checksumming chunks that are not yet. Returns the
+/// complete manifest. On failure the partial file is removed and the session stays in the host
+/// tier.
 pub fn host_to_disk(
     store: &SwapStore,
     manifest: &Manifest,
     host_chunks: &mut [ChunkBuf],
-) -> Result<()> {
+) -> Result<Manifest> {
     let disk = store.disk()?;
+    let mut manifest = manifest.clone();
+    if manifest.checksums.is_empty() {
+        manifest.checksums = host_chunks
+            .iter()
+            .enumerate()
+            .map(|(i, buf)| chunk_checksum(i as u32, buf.data()))
+            .collect();
+    }
     let written = (|| {
         let writer = disk.create(manifest.session, manifest.total_bytes())?;
         for (i, buf) in host_chunks.iter_mut().enumerate() {
             writer.write_chunk(i as u32, store.chunk_size, buf)?;
         }
         writer.finish()?;
-        disk.write_manifest(manifest)
+        disk.write_manifest(&manifest)
     })();
     if written.is_err() {
         let _ = disk.remove(manifest.session);
     }
-    written
+    written.map(|()| manifest)
 }
 
 /// Disk file → cold objects (demotion), verifying each chunk on the way; the disk files are
@@ -233,6 +258,7 @@ pub fn disk_to_cold(store: &SwapStore, manifest: &Manifest) -> Result<()> {
         chunks.len(),
         |i| {
             let buf = read_disk_chunk(store, manifest, &reader, &chunks[i])?;
+            verify(manifest, Tier::Disk, &chunks[i], buf.data())?;
             let data = buf.data().to_vec();
             store.pool.give(buf);
             Ok(data)
@@ -278,7 +304,6 @@ fn read_disk_chunk(
         }
         Err(e) => return Err(SwapError::io("reading swap file", reader.path(), e)),
     }
-    verify(manifest, Tier::Disk, chunk, buf.data())?;
     Ok(buf)
 }
 

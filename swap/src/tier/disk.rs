@@ -14,12 +14,19 @@
 //! offsets, fsynced before the swap-out is reported durable and then dropped from the page
 //! cache, so swapped-out memory does not stay resident twice. With `direct_io` files are opened
 //! with O_DIRECT (page-aligned buffers, chunk-aligned offsets, the tail padded with zeros).
+//!
+//! Removing a session's files renames them into `trash/` and a background thread unlinks them:
+//! unlinking a large file can take hundreds of milliseconds (e.g. on filesystems mounted with
+//! `discard`), which must not delay a swap-in.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
 
 use crate::buffer::ChunkBuf;
 use crate::error::{Result, SwapError};
@@ -29,6 +36,10 @@ use crate::types::SessionId;
 
 pub struct DiskTier {
     dir: PathBuf,
+    trash: PathBuf,
+    trash_seq: AtomicU64,
+    /// Files renamed into `trash/`, for the background thread to unlink.
+    unlinker: Mutex<Sender<PathBuf>>,
     direct_io: bool,
     /// Holding the open file holds the flock; it is released when the process exits.
     _lock: File,
@@ -73,8 +84,23 @@ impl DiskTier {
         )
         .map_err(|e| SwapError::io("writing", &instance, e))?;
 
+        let trash = dir.join("trash");
+        fs::create_dir_all(&trash).map_err(|e| SwapError::io("creating directory", &trash, e))?;
+        let (unlinker, doomed) = channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("gpufn-swap-unlink".into())
+            .spawn(move || {
+                // Ends when the tier is dropped; anything left is removed at the next open.
+                for path in doomed {
+                    let _ = fs::remove_file(path);
+                }
+            })
+            .map_err(|e| SwapError::Internal(format!("cannot start the unlink thread: {e}")))?;
         let tier = Self {
             dir,
+            trash,
+            trash_seq: AtomicU64::new(0),
+            unlinker: Mutex::new(unlinker),
             direct_io,
             _lock: lock,
         };
@@ -142,11 +168,23 @@ impl DiskTier {
         fs::read(self.manifest_path(session))
     }
 
-    /// Removes a session's files (missing files are fine).
+    /// Removes a session's files (missing files are fine): they are renamed out of the way at
+    /// once and unlinked in the background.
     pub fn remove(&self, session: SessionId) -> Result<()> {
         for path in [self.manifest_path(session), self.data_path(session)] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
+            let seq = self.trash_seq.fetch_add(1, Ordering::Relaxed);
+            let doomed = self.trash.join(seq.to_string());
+            match fs::rename(&path, &doomed) {
+                Ok(()) => {
+                    let sent = self
+                        .unlinker
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .send(doomed.clone());
+                    if sent.is_err() {
+                        let _ = fs::remove_file(&doomed);
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(SwapError::io("removing", &path, e)),
             }
