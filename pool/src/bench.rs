@@ -42,10 +42,8 @@ impl Sequence {
     }
 }
 
-/// A pool of `workers` workers with [`DEVICES_PER_WORKER`] devices of [`DEVICE_BYTES`] each,
-/// holding `sessions` sessions of 1–16 GiB from 100 tenants; about a third are swapped out.
-/// Placement stops early (silently) if the pool fills up.
-pub fn fixture(workers: usize, sessions: usize) -> Pool {
+/// `workers` registered workers with [`DEVICES_PER_WORKER`] devices of [`DEVICE_BYTES`].
+fn empty_fixture(workers: usize) -> Pool {
     let mut pool = Pool::new(PoolConfig::default())
         .unwrap_or_else(|_| unreachable!("default config is valid"));
     for w in 0..workers {
@@ -66,6 +64,14 @@ pub fn fixture(workers: usize, sessions: usize) -> Pool {
         // A fresh pool has no sessions to lose, and indices are unique.
         let _ = pool.register_worker(spec, Millis(0));
     }
+    pool
+}
+
+/// A pool of `workers` workers with [`DEVICES_PER_WORKER`] devices of [`DEVICE_BYTES`] each,
+/// holding `sessions` sessions of 1–16 GiB from 100 tenants; about a third are swapped out.
+/// Placement stops early (silently) if the pool fills up.
+pub fn fixture(workers: usize, sessions: usize) -> Pool {
+    let mut pool = empty_fixture(workers);
     let mut sequence = Sequence(42);
     for s in 0..sessions {
         let request = SessionRequest {
@@ -95,28 +101,80 @@ pub fn placement_latency(workers: usize, sessions: usize, samples: usize) -> (Du
     (summary.p50, summary.p99)
 }
 
-/// Times `samples` placement decisions on `pool`.
+/// Times `samples` placement decisions on `pool` (a [`fixture`]): 1–16 GiB requests of any
+/// QoS, which find room directly.
 pub fn measure_placement(pool: &Pool, samples: usize) -> LatencySummary {
     let mut sequence = Sequence(7);
-    let mut times: Vec<Duration> = (0..samples)
-        .map(|i| {
-            let request = sample_request(&mut sequence, i);
+    let requests: Vec<SessionRequest> = (0..samples)
+        .map(|i| sample_request(&mut sequence, i))
+        .collect();
+    time_each(&requests, |request| {
+        let _ = std::hint::black_box(pool.plan_placement(request, Millis(2)));
+    })
+}
+
+/// A pool with no room for a 20 GiB session anywhere: `workers` workers whose every device
+/// holds two idle 32 GiB low-QoS sessions (`workers × 8` sessions in all), so a placement
+/// must visit every device and choose swap-out victims.
+pub fn saturated_fixture(workers: usize) -> Pool {
+    let mut pool = empty_fixture(workers);
+    let sessions = workers * DEVICES_PER_WORKER as usize * 2;
+    for s in 0..sessions {
+        let request = SessionRequest {
+            id: SessionId(s as u64),
+            tenant: TenantId(format!("tenant-{:03}", s % 100)),
+            function: None,
+            vram_bytes: 32 << 30,
+            compute_percent: 5,
+            qos: Qos::Low,
+            backend: None,
+            strategy: None,
+        };
+        let _ = pool.request_session(request, Millis(1));
+    }
+    pool
+}
+
+/// Times `samples` reclaim decisions on `pool` (a [`saturated_fixture`]): 20 GiB high-QoS
+/// requests that fit nowhere without swapping idle sessions out.
+pub fn measure_reclaim(pool: &Pool, samples: usize) -> LatencySummary {
+    let requests: Vec<SessionRequest> = (0..samples)
+        .map(|i| SessionRequest {
+            id: SessionId(u64::MAX - i as u64),
+            tenant: "bench".into(),
+            function: None,
+            vram_bytes: 20 << 30,
+            compute_percent: 5,
+            qos: Qos::High,
+            backend: None,
+            strategy: None,
+        })
+        .collect();
+    time_each(&requests, |request| {
+        let _ = std::hint::black_box(pool.plan_placement(request, Millis(2_000)));
+    })
+}
+
+/// Times `decide` once per request and summarises the times.
+fn time_each(
+    requests: &[SessionRequest],
+    mut decide: impl FnMut(&SessionRequest),
+) -> LatencySummary {
+    let mut times: Vec<Duration> = requests
+        .iter()
+        .map(|request| {
             let start = Instant::now();
-            let decision = pool.plan_placement(&request, Millis(2));
-            let elapsed = start.elapsed();
-            let _ = std::hint::black_box(decision);
-            elapsed
+            decide(request);
+            start.elapsed()
         })
         .collect();
     times.sort();
     let percentile = |p: usize| {
-        times
-            .get((times.len() * p / 100).min(times.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        let rank = (times.len() * p / 100).min(times.len().saturating_sub(1));
+        times.get(rank).copied().unwrap_or_default()
     };
     LatencySummary {
-        samples,
+        samples: times.len(),
         p50: percentile(50),
         p99: percentile(99),
         max: times.last().copied().unwrap_or_default(),
@@ -150,6 +208,26 @@ mod tests {
             .filter(|s| s.state == crate::SessionState::SwappedOut)
             .count();
         assert_eq!(swapped, 20);
+    }
+
+    #[test]
+    fn the_saturated_fixture_forces_a_reclaim() {
+        let pool = saturated_fixture(3);
+        assert_eq!(pool.sessions().count(), 24);
+        let request = SessionRequest {
+            id: SessionId(u64::MAX),
+            tenant: "bench".into(),
+            function: None,
+            vram_bytes: 20 << 30,
+            compute_percent: 5,
+            qos: Qos::High,
+            backend: None,
+            strategy: None,
+        };
+        let plan = pool.plan_placement(&request, Millis(2_000)).unwrap();
+        assert_eq!(plan.swap_out.len(), 1);
+        let summary = measure_reclaim(&pool, 10);
+        assert_eq!(summary.samples, 10);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Workers, their devices, and what each device holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{SessionId, WorkerId};
+use crate::qos::VictimCandidate;
 use crate::session::SessionState;
 use crate::time::Millis;
 
@@ -83,6 +84,8 @@ pub enum WorkerStatus {
 /// * `hot_bytes`: memory physically occupied now (resident and swapping-out sessions).
 /// * `claimed_bytes`: memory promised once in-flight swaps settle (resident and waiting).
 /// * `quota_bytes`: every session's VRAM quota, swapped out or not; bounded by the overcommit.
+/// * `residents`: the resident sessions as reclaim sees them, kept here so choosing victims
+///   never has to look sessions up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DeviceLoad {
     pub hot_bytes: u64,
@@ -90,36 +93,40 @@ pub(crate) struct DeviceLoad {
     pub quota_bytes: u64,
     pub claimed_compute: u32,
     pub sessions: BTreeSet<SessionId>,
+    pub residents: BTreeMap<SessionId, VictimCandidate>,
 }
 
 impl DeviceLoad {
     /// Adds a session in `state` to the totals.
-    pub fn add(&mut self, id: SessionId, state: SessionState, vram_bytes: u64, compute: u8) {
-        self.sessions.insert(id);
-        self.quota_bytes += vram_bytes;
-        self.count(state, vram_bytes, compute, true);
+    pub fn add(&mut self, session: &VictimCandidate, state: SessionState) {
+        self.sessions.insert(session.id);
+        self.quota_bytes += session.vram_bytes;
+        self.count(state, session, true);
     }
 
     /// Removes a session in `state` from the totals.
-    pub fn remove(&mut self, id: SessionId, state: SessionState, vram_bytes: u64, compute: u8) {
-        self.sessions.remove(&id);
-        self.quota_bytes -= vram_bytes;
-        self.count(state, vram_bytes, compute, false);
+    pub fn remove(&mut self, session: &VictimCandidate, state: SessionState) {
+        self.sessions.remove(&session.id);
+        self.quota_bytes -= session.vram_bytes;
+        self.count(state, session, false);
     }
 
     /// Moves a session from one state to another.
-    pub fn transition(
-        &mut self,
-        from: SessionState,
-        to: SessionState,
-        vram_bytes: u64,
-        compute: u8,
-    ) {
-        self.count(from, vram_bytes, compute, false);
-        self.count(to, vram_bytes, compute, true);
+    pub fn transition(&mut self, from: SessionState, to: SessionState, session: &VictimCandidate) {
+        self.count(from, session, false);
+        self.count(to, session, true);
     }
 
-    fn count(&mut self, state: SessionState, vram_bytes: u64, compute: u8, adding: bool) {
+    /// Records a resident session's latest activity.
+    pub fn touch(&mut self, session: SessionId, last_active: Millis) {
+        if let Some(resident) = self.residents.get_mut(&session) {
+            resident.last_active = last_active;
+        }
+    }
+
+    fn count(&mut self, state: SessionState, session: &VictimCandidate, adding: bool) {
+        let vram_bytes = session.vram_bytes;
+        let compute = u32::from(session.compute_percent);
         let apply = |total: &mut u64| {
             if adding {
                 *total += vram_bytes
@@ -133,9 +140,16 @@ impl DeviceLoad {
         if state.claims_memory() {
             apply(&mut self.claimed_bytes);
             if adding {
-                self.claimed_compute += u32::from(compute);
+                self.claimed_compute += compute;
             } else {
-                self.claimed_compute -= u32::from(compute);
+                self.claimed_compute -= compute;
+            }
+        }
+        if state == SessionState::Resident {
+            if adding {
+                self.residents.insert(session.id, *session);
+            } else {
+                self.residents.remove(&session.id);
             }
         }
     }
@@ -327,27 +341,46 @@ mod tests {
         assert_eq!(worker.lease_expires_at(timeout), Millis(16_000));
     }
 
+    fn load(id: u64, vram_bytes: u64, compute_percent: u8) -> VictimCandidate {
+        use crate::qos::Qos;
+        VictimCandidate {
+            id: SessionId(id),
+            qos: Qos::Low,
+            last_active: Millis(0),
+            vram_bytes,
+            compute_percent,
+        }
+    }
+
     #[test]
     fn load_counts_each_state_in_the_right_totals() {
-        let mut load = DeviceLoad::default();
-        load.add(SessionId(1), SessionState::Resident, 10, 20);
-        load.add(SessionId(2), SessionState::Waiting, 5, 10);
-        load.add(SessionId(3), SessionState::SwappedOut, 7, 50);
+        let (a, b, c) = (load(1, 10, 20), load(2, 5, 10), load(3, 7, 50));
+        let mut total = DeviceLoad::default();
+        total.add(&a, SessionState::Resident);
+        total.add(&b, SessionState::Waiting);
+        total.add(&c, SessionState::SwappedOut);
         assert_eq!(
-            (load.hot_bytes, load.claimed_bytes, load.quota_bytes),
+            (total.hot_bytes, total.claimed_bytes, total.quota_bytes),
             (10, 15, 22)
         );
-        assert_eq!(load.claimed_compute, 30);
-        load.transition(SessionState::Resident, SessionState::SwappingOut, 10, 20);
+        assert_eq!(total.claimed_compute, 30);
         assert_eq!(
-            (load.hot_bytes, load.claimed_bytes, load.claimed_compute),
+            total.residents.keys().copied().collect::<Vec<_>>(),
+            [SessionId(1)]
+        );
+        total.touch(SessionId(1), Millis(7));
+        assert_eq!(total.residents[&SessionId(1)].last_active, Millis(7));
+        total.transition(SessionState::Resident, SessionState::SwappingOut, &a);
+        assert_eq!(
+            (total.hot_bytes, total.claimed_bytes, total.claimed_compute),
             (10, 5, 10)
         );
-        load.transition(SessionState::SwappingOut, SessionState::SwappedOut, 10, 20);
-        assert_eq!((load.hot_bytes, load.claimed_bytes), (0, 5));
-        load.remove(SessionId(2), SessionState::Waiting, 5, 10);
-        load.remove(SessionId(1), SessionState::SwappedOut, 10, 20);
-        load.remove(SessionId(3), SessionState::SwappedOut, 7, 50);
-        assert_eq!(load, DeviceLoad::default());
+        assert!(total.residents.is_empty());
+        total.transition(SessionState::SwappingOut, SessionState::SwappedOut, &a);
+        assert_eq!((total.hot_bytes, total.claimed_bytes), (0, 5));
+        total.remove(&b, SessionState::Waiting);
+        total.remove(&a, SessionState::SwappedOut);
+        total.remove(&c, SessionState::SwappedOut);
+        assert_eq!(total, DeviceLoad::default());
     }
 }

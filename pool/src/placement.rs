@@ -9,7 +9,6 @@ use crate::error::Rejection;
 use crate::ids::{DeviceRef, SessionId, WorkerId};
 use crate::inventory::{Backend, Device, Worker, WorkerStatus};
 use crate::qos::{Qos, VictimCandidate, is_reclaimable, select_victims};
-use crate::session::{Session, SessionState};
 use crate::time::Millis;
 
 /// How to choose among devices that can take a session.
@@ -105,48 +104,26 @@ fn fit_key(strategy: PlacementStrategy, device: &Device, need: &Need) -> u64 {
     }
 }
 
-/// The idle, lower-QoS resident sessions on `device` that could be swapped out for `need`.
-pub(crate) fn reclaim_candidates(
-    device: &Device,
-    sessions: &BTreeMap<SessionId, Session>,
-    need: &Need,
-    now: Millis,
-    config: &PoolConfig,
-) -> Vec<VictimCandidate> {
-    device
-        .load
-        .sessions
-        .iter()
-        .filter_map(|id| sessions.get(id))
-        .filter(|s| s.state == SessionState::Resident)
-        .map(|s| VictimCandidate {
-            id: s.id,
-            qos: s.qos,
-            last_active: s.last_active,
-            vram_bytes: s.vram_bytes,
-            compute_percent: s.compute_percent,
-        })
-        .filter(|c| is_reclaimable(c, need.qos, now, config.reclaim_min_idle))
-        .collect()
-}
-
-/// Victims to swap out on `device` so that `need` can be claimed there, or `None`.
+/// Victims to swap out on `device` so that `need` can be claimed there, or `None`: idle
+/// resident sessions of a lower QoS (see [`select_victims`] for the order).
 pub(crate) fn victims_on(
     device: &Device,
-    sessions: &BTreeMap<SessionId, Session>,
     need: &Need,
     now: Millis,
     config: &PoolConfig,
 ) -> Option<Vec<VictimCandidate>> {
-    let (bytes, compute) = shortfall(device, need.vram_bytes, need.compute_percent);
     if need.qos == Qos::Low {
         return None;
     }
-    select_victims(
-        reclaim_candidates(device, sessions, need, now, config),
-        bytes,
-        compute,
-    )
+    let (bytes, compute) = shortfall(device, need.vram_bytes, need.compute_percent);
+    let candidates = device
+        .load
+        .residents
+        .values()
+        .filter(|c| is_reclaimable(c, need.qos, now, config.reclaim_min_idle))
+        .copied()
+        .collect();
+    select_victims(candidates, bytes, compute)
 }
 
 /// Counts of why devices were passed over, to explain a rejection.
@@ -173,10 +150,8 @@ pub(crate) type RoomIndex = BTreeSet<(u64, DeviceRef)>;
 /// 2. Otherwise, if the session's QoS may reclaim, pick the device where swapping out idle
 ///    lower-QoS sessions frees enough with the fewest bytes (then fewest sessions) moved.
 /// 3. Otherwise explain why nothing fits.
-#[allow(clippy::too_many_arguments)] // Each is an independent input of the decision.
 pub(crate) fn choose_device(
     workers: &BTreeMap<WorkerId, Worker>,
-    sessions: &BTreeMap<SessionId, Session>,
     index: &RoomIndex,
     need: &Need,
     backend: Option<Backend>,
@@ -205,7 +180,7 @@ pub(crate) fn choose_device(
         });
     }
     let scan = scan(workers, need, backend, strategy, now, config);
-    if let Some(choice) = cheapest_reclaim(&scan.crowded, sessions, need, now, config) {
+    if let Some(choice) = cheapest_reclaim(&scan.crowded, need, now, config) {
         return Ok(choice);
     }
     Err(explain(&scan.tally, need, backend))
@@ -325,14 +300,13 @@ fn scan<'a>(
 /// The crowded device where reclaim moves the fewest bytes, then the fewest sessions.
 fn cheapest_reclaim(
     crowded: &[(&WorkerId, &Device)],
-    sessions: &BTreeMap<SessionId, Session>,
     need: &Need,
     now: Millis,
     config: &PoolConfig,
 ) -> Option<Choice> {
     let mut best: Option<((u64, usize), Choice)> = None;
     for (worker_id, device) in crowded {
-        let Some(victims) = victims_on(device, sessions, need, now, config) else {
+        let Some(victims) = victims_on(device, need, now, config) else {
             continue;
         };
         let moved: u64 = victims.iter().map(|v| v.vram_bytes).sum();

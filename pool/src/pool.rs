@@ -323,9 +323,9 @@ impl Pool {
             waiting_since: 0,
         };
         let id = session.id;
-        let (vram_bytes, compute) = (session.vram_bytes, session.compute_percent);
-        self.update_load(&choice.device, |load| {
-            load.add(id, SessionState::Waiting, vram_bytes, compute)
+        let load = session.load();
+        self.update_load(&choice.device, |device| {
+            device.add(&load, SessionState::Waiting)
         });
         self.sessions.insert(id, session);
         let ready = self.claim(id);
@@ -344,8 +344,8 @@ impl Pool {
 
     /// Records activity of a session (a call reached it), postponing its idle decisions.
     pub fn session_activity(&mut self, session: SessionId, now: Millis) -> Result<(), PoolError> {
-        let entry = self.session_mut(session)?;
-        entry.last_active = entry.last_active.max(now);
+        self.session_mut(session)?;
+        self.touch(session, now);
         Ok(())
     }
 
@@ -382,16 +382,20 @@ impl Pool {
         session: SessionId,
         now: Millis,
     ) -> Result<SwapInDecision, PoolError> {
-        let entry = self.session_mut(session)?;
-        entry.last_active = entry.last_active.max(now);
-        match entry.state {
-            SessionState::Resident => Ok(SwapInDecision::AlreadyReserved { ready: true }),
-            SessionState::Waiting => Ok(SwapInDecision::AlreadyReserved { ready: false }),
-            SessionState::SwappingOut => Err(PoolError::InvalidTransition {
+        let state = self.session_mut(session)?.state;
+        if state == SessionState::SwappingOut {
+            return Err(PoolError::InvalidTransition {
                 session,
-                state: entry.state,
+                state,
                 action: "be swapped in before its swap-out is reported; report the swap-out first",
-            }),
+            });
+        }
+        self.touch(session, now);
+        match state {
+            SessionState::Resident => Ok(SwapInDecision::AlreadyReserved { ready: true }),
+            SessionState::Waiting | SessionState::SwappingOut => {
+                Ok(SwapInDecision::AlreadyReserved { ready: false })
+            }
             SessionState::SwappedOut => Ok(match self.reserve_swapped(session, now) {
                 Ok((ready, commands)) => SwapInDecision::Granted { ready, commands },
                 Err(rejection) => SwapInDecision::Denied { rejection },
@@ -409,7 +413,7 @@ impl Pool {
                 action: "be swapped in without reserved memory; call request_swap_in and wait until it is ready",
             });
         }
-        entry.last_active = entry.last_active.max(now);
+        self.touch(session, now);
         Ok(())
     }
 
@@ -424,14 +428,10 @@ impl Pool {
         for session in candidates.swapped_out {
             match self.reserve_swapped(session, now) {
                 Ok((ready, mut commands)) => {
-                    if let Some(entry) = self.sessions.get_mut(&session) {
-                        entry.last_active = entry.last_active.max(now);
-                        if ready {
-                            commands.push(Command::SwapIn {
-                                session,
-                                device: entry.device.clone(),
-                            });
-                        }
+                    self.touch(session, now);
+                    if ready && let Some(entry) = self.sessions.get(&session) {
+                        let device = entry.device.clone();
+                        commands.push(Command::SwapIn { session, device });
                     }
                     return PrewarmDecision::SwapIn { session, commands };
                 }
@@ -563,7 +563,6 @@ impl Pool {
         let strategy = request.strategy.unwrap_or(self.config.strategy);
         choose_device(
             &self.workers,
-            &self.sessions,
             &self.by_room,
             &need,
             request.backend,
@@ -621,7 +620,7 @@ impl Pool {
         let victims = if shortfall(device, need.vram_bytes, need.compute_percent) == (0, 0) {
             Vec::new()
         } else {
-            victims_on(device, &self.sessions, &need, now, &self.config)
+            victims_on(device, &need, now, &self.config)
                 .ok_or_else(|| no_capacity(device))?
                 .iter()
                 .map(|v| v.id)
@@ -700,11 +699,8 @@ impl Pool {
             return;
         };
         let from = std::mem::replace(&mut entry.state, to);
-        let (vram_bytes, compute) = (entry.vram_bytes, entry.compute_percent);
-        let device = entry.device.clone();
-        self.update_load(&device, |load| {
-            load.transition(from, to, vram_bytes, compute)
-        });
+        let (load, device) = (entry.load(), entry.device.clone());
+        self.update_load(&device, |device| device.transition(from, to, &load));
     }
 
     /// Removes a session and releases everything it held.
@@ -712,13 +708,8 @@ impl Pool {
         let Some(entry) = self.sessions.remove(&session) else {
             return;
         };
-        self.update_load(&entry.device, |load| {
-            load.remove(
-                session,
-                entry.state,
-                entry.vram_bytes,
-                entry.compute_percent,
-            )
+        self.update_load(&entry.device, |device| {
+            device.remove(&entry.load(), entry.state)
         });
         release_tenant(&mut self.tenants, &entry);
     }
@@ -748,6 +739,18 @@ impl Pool {
             worker: worker.clone(),
             sessions,
         })
+    }
+
+    /// Records activity at `now` on the session and in its device's view of residents.
+    fn touch(&mut self, session: SessionId, now: Millis) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        entry.last_active = entry.last_active.max(now);
+        let (last_active, device) = (entry.last_active, entry.device.clone());
+        if let Some(device) = device_mut(&mut self.workers, &device) {
+            device.load.touch(session, last_active);
+        }
     }
 
     /// Changes a device's load and keeps the room index in step.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{DeviceRef, SessionId, TenantId};
 use crate::inventory::Backend;
 use crate::placement::PlacementStrategy;
-use crate::qos::Qos;
+use crate::qos::{Qos, VictimCandidate};
 use crate::time::Millis;
 
 /// A request for a new session, as the gateway received it.
@@ -106,4 +106,17 @@ pub struct Session {
     /// Admission order among waiting sessions (first come, first served).
     #[serde(skip)]
     pub(crate) waiting_since: u64,
+}
+
+impl Session {
+    /// What device accounting and reclaim need to know about the session.
+    pub(crate) fn load(&self) -> VictimCandidate {
+        VictimCandidate {
+            id: self.id,
+            qos: self.qos,
+            last_active: self.last_active,
+            vram_bytes: self.vram_bytes,
+            compute_percent: self.compute_percent,
+        }
+    }
 }
