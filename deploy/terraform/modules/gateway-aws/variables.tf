@@ -4,7 +4,7 @@ variable "name" {
 
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]{1,22}[a-z0-9]$", var.name))
-    error_message = "name must be 3 to 24 lowercase letters, digits or dashes, starting with a letter (load balancer names are short)."
+    error_message = "name must be 3 to 24 lowercase letters, digits or dashes, starting with a letter (load balancer and IAM names are short)."
   }
 }
 

@@ -3,8 +3,8 @@ variable "name" {
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
-    error_message = "name must be 3 to 32 lowercase letters, digits or dashes, starting with a letter (for example \"gpufn-a10g\")."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,22}[a-z0-9]$", var.name))
+    error_message = "name must be 3 to 24 lowercase letters, digits or dashes, starting with a letter (IAM name prefixes are short), for example \"gpufn-l4\"."
   }
 }
 

@@ -38,8 +38,8 @@ run "program_runs_through_the_stub" {
   }
 
   assert {
-    condition     = strcontains(output.service_unit, "WorkingDirectory=/opt/gpufn-app\n") && strcontains(output.service_unit, "ProtectSystem=full\n")
-    error_message = "The client runs in its working directory with ProtectSystem=full."
+    condition     = strcontains(output.service_unit, "WorkingDirectory=/opt/gpufn-app\n") && strcontains(output.service_unit, "Environment=HOME=/opt/gpufn-app\n") && strcontains(output.service_unit, "ProtectSystem=full\n")
+    error_message = "The client runs in its working directory, which is also its HOME, with ProtectSystem=full."
   }
 }
 
