@@ -84,9 +84,49 @@ struct Frame {
     reg_base: usize,
     frame_base: u32,
     call_mask: u32,
+    /// Backward branches taken while other lanes of this frame wait ahead (spin detection).
+    spins: u32,
 }
 
+/// After this many backward branches taken while other lanes wait further on, the waiting
+/// lanes get to run (like Volta's independent thread scheduling), so spin-locks between
+/// lanes of one warp make progress.
+const SPIN_LIMIT: u32 = 256;
+
 impl Frame {
+    /// Lets the nearest group waiting ahead of `pc` run alone while the looping group waits
+    /// at `target`. Waiting groups are hidden from the min-PC check until the next
+    /// rescheduling. Returns the new (pc, active).
+    fn escape_spin(&mut self, pc: u32, target: u32, looping: u32) -> Option<(u32, u32)> {
+        let i = self
+            .waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.barrier.is_none() && g.pc > pc)
+            .min_by_key(|(_, g)| g.pc)
+            .map(|(i, _)| i)?;
+        let g = self.waiting.remove(i);
+        self.park(target, looping);
+        self.min_wait = u32::MAX;
+        self.spins = 0;
+        Some((g.pc, g.mask))
+    }
+
+    /// Before a warp-synchronous instruction: if lanes are hidden behind an escaped group,
+    /// wait for them instead of running the instruction with part of the warp.
+    fn join_hidden(&mut self, pc: u32, active: u32) -> Option<(u32, u32)> {
+        if self.min_wait != u32::MAX || self.waiting.iter().all(|g| g.barrier.is_some()) {
+            return None;
+        }
+        self.recompute_min();
+        if self.min_wait >= pc {
+            return None;
+        }
+        self.park(pc, active);
+        self.schedule();
+        Some((self.pc, self.active))
+    }
+
     fn recompute_min(&mut self) {
         self.min_wait = self
             .waiting
@@ -120,6 +160,7 @@ impl Frame {
 
     /// Makes the lowest-PC runnable group active. False if none is runnable.
     fn schedule(&mut self) -> bool {
+        self.recompute_min();
         let pc = self.min_wait;
         if pc == u32::MAX {
             return false;
@@ -516,6 +557,7 @@ fn push_frame(
         reg_base,
         frame_base,
         call_mask: mask,
+        spins: 0,
     });
     Ok(())
 }
@@ -1315,6 +1357,13 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     write_lanes(regs, base, *d, mask, |_| active as u64);
                 }
                 Op::Vote { mode, d, a, negate } => {
+                    if let Some((p, a)) =
+                        w.frames.last_mut().expect("frame").join_hidden(pc, active)
+                    {
+                        pc = p;
+                        active = a;
+                        continue;
+                    }
                     let a = row(regs, base, *a);
                     let mut ballot = 0u32;
                     for l in lanes_of(mask) {
@@ -1336,6 +1385,13 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     b,
                     c,
                 } => {
+                    if let Some((p, a)) =
+                        w.frames.last_mut().expect("frame").join_hidden(pc, active)
+                    {
+                        pc = p;
+                        active = a;
+                        continue;
+                    }
                     let (av, bv, cv) = (
                         row(regs, base, *a),
                         row(regs, base, *b),
@@ -1382,6 +1438,13 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     }
                 }
                 Op::Match { all, ty, d, p, a } => {
+                    if let Some((p, a)) =
+                        w.frames.last_mut().expect("frame").join_hidden(pc, active)
+                    {
+                        pc = p;
+                        active = a;
+                        continue;
+                    }
                     let a = row(regs, base, *a);
                     let m = alu::mask(ty.bits());
                     let mut out = [0u64; 32];
@@ -1405,6 +1468,13 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     }
                 }
                 Op::Redux { op, ty, d, a } => {
+                    if let Some((p, a)) =
+                        w.frames.last_mut().expect("frame").join_hidden(pc, active)
+                    {
+                        pc = p;
+                        active = a;
+                        continue;
+                    }
                     let a = row(regs, base, *a);
                     let ty = *ty;
                     let mut acc: Option<u64> = None;
@@ -1508,6 +1578,19 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     let taken = mask;
                     let not_taken = active & !taken;
                     let frame = w.frames.last_mut().expect("frame");
+                    if taken != 0 && *target <= pc && frame.min_wait != u32::MAX {
+                        frame.spins += 1;
+                        if frame.spins > SPIN_LIMIT {
+                            if not_taken != 0 {
+                                frame.park(pc + 1, not_taken);
+                            }
+                            if let Some((p, a)) = frame.escape_spin(pc, *target, taken) {
+                                pc = p;
+                                active = a;
+                                continue;
+                            }
+                        }
+                    }
                     if not_taken == 0 {
                         pc = *target;
                     } else if taken == 0 {

@@ -3,6 +3,8 @@
 //! loaded with the fatbin reader, run on the CPU interpreter and compared with CPU
 //! references. Integers must match exactly; floats within the tolerance stated per test.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 use common::*;
 
@@ -244,7 +246,7 @@ fn histogram_with_shared_atomics() {
             &mem,
             "histogram",
             cfg([8, 1, 1], [256, 1, 1], 0),
-            &[Arg::Ptr(din), Arg::I32(n as i32), Arg::Ptr(dbins)],
+            &[Arg::Ptr(din), Arg::I32(n), Arg::Ptr(dbins)],
         );
         let mut want = vec![0u32; 256];
         for &d in &data {
