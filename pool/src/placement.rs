@@ -8,7 +8,7 @@ use crate::config::PoolConfig;
 use crate::error::Rejection;
 use crate::ids::{DeviceRef, SessionId, WorkerId};
 use crate::inventory::{Backend, Device, Worker, WorkerStatus};
-use crate::qos::{Qos, VictimCandidate, is_reclaimable, select_victims};
+use crate::qos::{Qos, VictimCandidate, is_reclaimable, victim_prefix};
 use crate::time::Millis;
 
 /// How to choose among devices that can take a session.
@@ -105,25 +105,41 @@ fn fit_key(strategy: PlacementStrategy, device: &Device, need: &Need) -> u64 {
 }
 
 /// Victims to swap out on `device` so that `need` can be claimed there, or `None`: idle
-/// resident sessions of a lower QoS (see [`select_victims`] for the order).
+/// resident sessions of a lower QoS (see [`victim_prefix`] for the order).
 pub(crate) fn victims_on(
     device: &Device,
     need: &Need,
     now: Millis,
     config: &PoolConfig,
 ) -> Option<Vec<VictimCandidate>> {
+    let mut candidates = Vec::new();
+    let (_, count) = victim_prefix_on(device, need, now, config, &mut candidates)?;
+    candidates.truncate(count);
+    Some(candidates)
+}
+
+/// Like [`victims_on`], but fills `candidates` (a reused buffer) and returns the bytes the
+/// victims free and their number, the first `count` of `candidates`.
+fn victim_prefix_on(
+    device: &Device,
+    need: &Need,
+    now: Millis,
+    config: &PoolConfig,
+    candidates: &mut Vec<VictimCandidate>,
+) -> Option<(u64, usize)> {
     if need.qos == Qos::Low {
         return None;
     }
     let (bytes, compute) = shortfall(device, need.vram_bytes, need.compute_percent);
-    let candidates = device
-        .load
-        .residents
-        .values()
-        .filter(|c| is_reclaimable(c, need.qos, now, config.reclaim_min_idle))
-        .copied()
-        .collect();
-    select_victims(candidates, bytes, compute)
+    candidates.clear();
+    candidates.extend(
+        device
+            .load
+            .residents
+            .values()
+            .filter(|c| is_reclaimable(c, need.qos, now, config.reclaim_min_idle)),
+    );
+    victim_prefix(candidates, bytes, compute)
 }
 
 /// Counts of why devices were passed over, to explain a rejection.
@@ -297,32 +313,39 @@ fn scan<'a>(
     }
 }
 
-/// The crowded device where reclaim moves the fewest bytes, then the fewest sessions.
+/// The crowded device where reclaim moves the fewest bytes, then the fewest sessions; ties
+/// go to the first in id order.
 fn cheapest_reclaim(
     crowded: &[(&WorkerId, &Device)],
     need: &Need,
     now: Millis,
     config: &PoolConfig,
 ) -> Option<Choice> {
-    let mut best: Option<((u64, usize), Choice)> = None;
-    for (worker_id, device) in crowded {
-        let Some(victims) = victims_on(device, need, now, config) else {
+    let mut buffer = Vec::new();
+    let mut best: Option<((u64, usize), usize)> = None;
+    for (position, (_, device)) in crowded.iter().enumerate() {
+        // Victims free at least the shortfall: a device short of more than the best cost so
+        // far cannot win, and needs no candidate list.
+        let (short_bytes, _) = shortfall(device, need.vram_bytes, need.compute_percent);
+        if best.is_some_and(|((moved, _), _)| short_bytes > moved) {
+            continue;
+        }
+        let Some(key) = victim_prefix_on(device, need, now, config, &mut buffer) else {
             continue;
         };
-        let moved: u64 = victims.iter().map(|v| v.vram_bytes).sum();
-        let key = (moved, victims.len());
-        if best.as_ref().is_none_or(|(best_key, _)| key < *best_key) {
-            let choice = Choice {
-                device: DeviceRef {
-                    worker: (*worker_id).clone(),
-                    index: device.spec.index,
-                },
-                victims: victims.iter().map(|v| v.id).collect(),
-            };
-            best = Some((key, choice));
+        if best.is_none_or(|(best_key, _)| key < best_key) {
+            best = Some((key, position));
         }
     }
-    best.map(|(_, choice)| choice)
+    let (worker, device) = crowded[best?.1];
+    let victims = victims_on(device, need, now, config)?;
+    Some(Choice {
+        device: DeviceRef {
+            worker: worker.clone(),
+            index: device.spec.index,
+        },
+        victims: victims.iter().map(|v| v.id).collect(),
+    })
 }
 
 /// The most useful reason for a placement that found no device.

@@ -113,34 +113,45 @@ pub(crate) fn is_reclaimable(
     requester.may_reclaim_from(candidate.qos) && now.since(candidate.last_active) >= min_idle
 }
 
-/// Picks victims until at least `need_bytes` of memory and `need_compute` percent of compute
-/// are freed, or returns `None` if all candidates together are not enough.
+/// Chooses victims until at least `need_bytes` of memory and `need_compute` percent of compute
+/// are freed: sorts `candidates` into victim order and returns the bytes the victims free and
+/// how many of the first candidates they are, or `None` if all together are not enough.
 ///
 /// Order: lowest QoS first, then the longest idle, then the largest (fewer victims), then the
 /// lowest id, so the choice is deterministic.
-pub(crate) fn select_victims(
-    mut candidates: Vec<VictimCandidate>,
+pub(crate) fn victim_prefix(
+    candidates: &mut [VictimCandidate],
     need_bytes: u64,
     need_compute: u32,
-) -> Option<Vec<VictimCandidate>> {
-    candidates.sort_by_key(|c| (c.qos, c.last_active, Reverse(c.vram_bytes), c.id));
+) -> Option<(u64, usize)> {
+    candidates.sort_unstable_by_key(|c| (c.qos, c.last_active, Reverse(c.vram_bytes), c.id));
     let mut freed_bytes = 0u64;
     let mut freed_compute = 0u32;
-    let mut victims = Vec::new();
-    for candidate in candidates {
+    let mut count = 0;
+    for candidate in candidates.iter() {
         if freed_bytes >= need_bytes && freed_compute >= need_compute {
             break;
         }
         freed_bytes = freed_bytes.saturating_add(candidate.vram_bytes);
         freed_compute += u32::from(candidate.compute_percent);
-        victims.push(candidate);
+        count += 1;
     }
-    (freed_bytes >= need_bytes && freed_compute >= need_compute).then_some(victims)
+    (freed_bytes >= need_bytes && freed_compute >= need_compute).then_some((freed_bytes, count))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn select_victims(
+        mut candidates: Vec<VictimCandidate>,
+        need_bytes: u64,
+        need_compute: u32,
+    ) -> Option<Vec<VictimCandidate>> {
+        let (_, count) = victim_prefix(&mut candidates, need_bytes, need_compute)?;
+        candidates.truncate(count);
+        Some(candidates)
+    }
 
     fn candidate(id: u64, qos: Qos, last_active: u64, vram_bytes: u64) -> VictimCandidate {
         VictimCandidate {

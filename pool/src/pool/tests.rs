@@ -577,6 +577,29 @@ fn reclaim_picks_the_device_that_moves_the_fewest_bytes() {
 }
 
 #[test]
+fn reclaim_finds_the_cheapest_device_even_after_costlier_ones() {
+    let one_each = |id: &str| worker(id, vec![device(0, 10)]);
+    let mut pool = pool(vec![one_each("a"), one_each("b"), one_each("c")]);
+    for (id, gib) in [(1, 5), (2, 5), (3, 9), (4, 3), (5, 3), (6, 3)] {
+        place(&mut pool, request(id, gib, Qos::Low), 0);
+    }
+    let on = |pool: &Pool, id: u64| pool.session(SessionId(id)).unwrap().device.worker.0.clone();
+    assert_eq!([on(&pool, 2), on(&pool, 3), on(&pool, 6)], ["a", "b", "c"]);
+    // Freeing 6 GiB moves 10 GiB on a, 9 GiB on b, 6 GiB (two sessions) on c.
+    let placed = place(&mut pool, request(7, 6, Qos::High), 5_000);
+    assert_eq!(placed.device, at("c", 0));
+    let victims: Vec<SessionId> = placed
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::SwapOut { session, .. } => Some(*session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(victims, [SessionId(4), SessionId(5)]);
+}
+
+#[test]
 fn a_direct_fit_is_preferred_over_a_reclaim() {
     let mut pool = pool(vec![
         worker("a", vec![device(0, 10)]),
