@@ -22,6 +22,9 @@ const MAX_BODY_LEN: u64 = 256 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub session: SessionId,
+    /// Distinguishes successive swap-outs of the same session id in this store (names its cold
+    /// objects, so deleting an old copy in the background never touches a newer one).
+    pub generation: u64,
     pub chunk_size: usize,
     pub allocations: Vec<Allocation>,
     /// One checksum per chunk, see [`crate::checksum::chunk_checksum`].
@@ -130,6 +133,7 @@ mod tests {
     fn sample() -> Manifest {
         Manifest {
             session: SessionId(42),
+            generation: 7,
             chunk_size: 4096,
             allocations: vec![Allocation::new(0x1000, 5000), Allocation::new(0x9000, 1)],
             checksums: vec![1, 2],

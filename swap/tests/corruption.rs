@@ -64,12 +64,22 @@ fn data_file(dir: &Path, session: SessionId) -> PathBuf {
     dir.join("w").join(format!("{session}.data"))
 }
 
+/// `<prefix>/<worker>/<session>-<generation>/chunk-NNNNNN` of the one stored copy of `session`.
 fn chunk_object(cold_dir: &Path, session: SessionId, chunk: u32) -> PathBuf {
-    cold_dir
-        .join("cold")
-        .join("w")
-        .join(session.to_string())
-        .join(format!("chunk-{chunk:06}"))
+    let worker_dir = cold_dir.join("cold").join("w");
+    let prefix = format!("{session}-");
+    let copies: Vec<PathBuf> = std::fs::read_dir(&worker_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    copies[0].join(format!("chunk-{chunk:06}"))
 }
 
 fn flip_byte(path: &Path, offset: u64) {

@@ -60,6 +60,12 @@ fn swap_in_all(
 }
 
 #[test]
+fn the_store_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SwapStore>();
+}
+
+#[test]
 fn host_tier_round_trip() {
     let (store, _) = SwapStore::open(config("w", 1 << 30)).unwrap();
     let mut device = MemoryDevice::new();
@@ -151,6 +157,11 @@ fn tiny_host_budget_forces_the_disk_tier() {
         store.swap_in(s.id, &mut device).unwrap();
         assert_restored(&device, s);
     }
+    store.wait_for_cleanup();
+    let trash: Vec<_> = std::fs::read_dir(dir.path().join("w").join("trash"))
+        .unwrap()
+        .collect();
+    assert!(trash.is_empty(), "files not unlinked: {trash:?}");
     let left: Vec<_> = std::fs::read_dir(dir.path().join("w"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -221,7 +232,7 @@ fn demote_everything_policy() -> DemotionPolicy {
     }
 }
 
-fn cold_tier_round_trip(cold: Arc<dyn object_store::ObjectStore>) {
+fn cold_tier_round_trip(cold: Arc<dyn object_store::ObjectStore>) -> SwapStore {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = disk_config("w", dir.path(), 1 << 30).with_cold(cold, "swap");
     cfg.policy = demote_everything_policy();
@@ -256,30 +267,34 @@ fn cold_tier_round_trip(cold: Arc<dyn object_store::ObjectStore>) {
 
     swap_in_all(&store, &mut device, &sessions, Tier::Cold);
     assert_eq!(store.status().cold_bytes, 0);
+    store
 }
 
 #[test]
 fn cold_tier_on_a_local_filesystem_object_store() {
     let cold_dir = tempfile::tempdir().unwrap();
     let cold = Arc::new(LocalFileSystem::new_with_prefix(cold_dir.path()).unwrap());
-    cold_tier_round_trip(cold);
-    // Swapped-in sessions leave no chunk objects behind.
+    let store = cold_tier_round_trip(cold);
+    // Swapped-in sessions leave no chunk objects behind (deleted in the background).
+    store.wait_for_cleanup();
     let leftovers = walk(cold_dir.path());
     assert!(leftovers.is_empty(), "objects left: {leftovers:?}");
 }
 
 #[test]
 fn cold_tier_in_memory() {
-    cold_tier_round_trip(Arc::new(InMemory::new()));
+    let _ = cold_tier_round_trip(Arc::new(InMemory::new()));
 }
 
 #[test]
 fn store_works_from_tokio_blocking_threads() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        tokio::task::spawn_blocking(|| cold_tier_round_trip(Arc::new(InMemory::new())))
+        let store = tokio::task::spawn_blocking(|| cold_tier_round_trip(Arc::new(InMemory::new())))
             .await
             .unwrap();
+        // Dropping the store (and its cold-tier runtime) inside async code must not panic.
+        drop(store);
     });
 }
 
@@ -359,6 +374,30 @@ fn a_failing_device_read_stores_nothing() {
     assert!(store.status().sessions.is_empty());
     assert_eq!(store.status().disk_used, 0);
     assert!(!dir.path().join("w").join(format!("{}.data", s.id)).exists());
+}
+
+#[test]
+fn a_panicking_device_leaves_the_store_usable() {
+    struct PanickingDevice;
+    impl gpufn_swap::DeviceIo for PanickingDevice {
+        fn read(&mut self, _: u64, _: &mut [u8]) -> Result<(), gpufn_swap::DeviceIoError> {
+            panic!("device lost");
+        }
+        fn write(&mut self, _: u64, _: &[u8]) -> Result<(), gpufn_swap::DeviceIoError> {
+            panic!("device lost");
+        }
+    }
+    let (store, _) = SwapStore::open(config("w", 1 << 30)).unwrap();
+    let s = make_session(&mut MemoryDevice::new(), 1, &[10]);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.swap_out(s.id, &s.allocations, &mut PanickingDevice)
+    }));
+    assert!(panicked.is_err());
+    assert!(store.status().sessions.is_empty());
+    assert_eq!(store.status().host_used, 0);
+    let mut device = MemoryDevice::new();
+    let s = make_session(&mut device, 1, &[10]);
+    store.swap_out(s.id, &s.allocations, &mut device).unwrap();
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -8,6 +8,7 @@ mod config;
 mod moves;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,7 @@ struct Index {
 
 pub struct SwapStore {
     chunk_size: usize,
+    generations: AtomicU64,
     host_checksums: bool,
     depth: usize,
     limits: Limits,
@@ -154,6 +156,7 @@ impl SwapStore {
         };
         let store = Self {
             chunk_size: config.chunk_size,
+            generations: AtomicU64::new(0),
             host_checksums: config.host_checksums,
             depth: config.pipeline_depth,
             limits,
@@ -183,49 +186,48 @@ impl SwapStore {
         let disk_bytes = DiskTier::file_bytes(total);
         let skeleton = Manifest {
             session,
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
             chunk_size: self.chunk_size,
             allocations: allocations.to_vec(),
             checksums: Vec::new(),
         };
         let tier = self.reserve(session, skeleton.clone(), host_bytes, disk_bytes)?;
-
-        let stored = match tier {
-            Tier::Host => moves::device_to_host(self, &skeleton, &chunks, device),
-            Tier::Disk => moves::device_to_disk(self, &skeleton, &chunks, device)
-                .map(|manifest| (manifest, Vec::new())),
-            Tier::Cold => Err(SwapError::Internal("swap-out never targets cold".into())),
+        // Until committed, dropping this (an error or a panic in the device callback) removes
+        // the reservation again.
+        let mut pending = PendingSwapOut {
+            store: self,
+            session,
+            committed: false,
         };
-        let mut index = self.lock();
-        let result = match stored {
-            Ok((manifest, host_chunks)) => {
-                let entry = index.sessions.get_mut(&session).expect("reserved entry");
-                entry.manifest = Arc::new(manifest);
-                entry.host_chunks = host_chunks;
-                entry.swapped_at = Instant::now();
-                entry.busy = false;
-                Ok(SwapOutReceipt {
-                    tier,
-                    chunks: chunks.len(),
-                    event: SwapEvent {
-                        session,
-                        kind: EventKind::SwapOut,
-                        from: Place::Device,
-                        to: Place::Tier(tier),
-                        bytes: total,
-                        duration: start.elapsed(),
-                    },
-                })
-            }
-            Err(e) => {
-                if let Some(entry) = index.sessions.remove(&session) {
-                    release_usage(&mut index, &entry);
-                }
-                Err(e)
-            }
+        let (manifest, host_chunks) = match tier {
+            Tier::Host => moves::device_to_host(self, &skeleton, &chunks, device)?,
+            Tier::Disk => (
+                moves::device_to_disk(self, &skeleton, &chunks, device)?,
+                Vec::new(),
+            ),
+            Tier::Cold => return Err(SwapError::Internal("swap-out never targets cold".into())),
         };
-        drop(index);
-        self.released.notify_all();
-        result
+        {
+            let mut index = self.lock();
+            let entry = index.sessions.get_mut(&session).expect("reserved entry");
+            entry.manifest = Arc::new(manifest);
+            entry.host_chunks = host_chunks;
+            entry.swapped_at = Instant::now();
+            entry.busy = false;
+            pending.committed = true;
+        }
+        Ok(SwapOutReceipt {
+            tier,
+            chunks: chunks.len(),
+            event: SwapEvent {
+                session,
+                kind: EventKind::SwapOut,
+                from: Place::Device,
+                to: Place::Tier(tier),
+                bytes: total,
+                duration: start.elapsed(),
+            },
+        })
     }
 
     /// Writes the session's data back to the device at the addresses it was swapped out from
@@ -248,7 +250,7 @@ impl SwapStore {
             self.put_back_host_chunks(session, host_chunks);
             return Err(e);
         }
-        self.forget(session, tier, host_chunks);
+        self.forget(&manifest, tier, host_chunks);
         Ok(SwapInReceipt {
             from: tier,
             event: SwapEvent {
@@ -265,8 +267,8 @@ impl SwapStore {
     /// Deletes a stored session without restoring it (e.g. its program ended while swapped out).
     pub fn discard(&self, session: SessionId) -> Result<()> {
         let _busy = self.acquire(session)?;
-        let (_, tier, host_chunks) = self.take_for_move(session);
-        self.forget(session, tier, host_chunks);
+        let (manifest, tier, host_chunks) = self.take_for_move(session);
+        self.forget(&manifest, tier, host_chunks);
         Ok(())
     }
 
@@ -308,6 +310,17 @@ impl SwapStore {
             }
         }
         report
+    }
+
+    /// Waits until files and objects of swapped-in or discarded sessions, which are deleted in
+    /// the background, are gone (e.g. before shutdown, or in tests).
+    pub fn wait_for_cleanup(&self) {
+        if let Some(disk) = &self.disk {
+            disk.wait_for_cleanup();
+        }
+        if let Some(cold) = &self.cold {
+            cold.wait_for_cleanup();
+        }
     }
 
     pub fn status(&self) -> StoreStatus {
@@ -473,8 +486,10 @@ impl SwapStore {
         }
     }
 
-    /// Removes a session from the index and deletes its data in `tier`.
-    fn forget(&self, session: SessionId, tier: Tier, host_chunks: Vec<ChunkBuf>) {
+    /// Removes a session from the index and deletes its data in `tier` (files and objects in
+    /// the background).
+    fn forget(&self, manifest: &Manifest, tier: Tier, host_chunks: Vec<ChunkBuf>) {
+        let session = manifest.session;
         {
             let mut index = self.lock();
             if let Some(entry) = index.sessions.remove(&session) {
@@ -489,7 +504,7 @@ impl SwapStore {
         let deleted = match tier {
             Tier::Host => Ok(()),
             Tier::Disk => self.disk().and_then(|d| d.remove(session)),
-            Tier::Cold => self.cold().and_then(|c| c.remove(session).map(|_| ())),
+            Tier::Cold => self.cold().map(|c| c.remove_in_background(manifest)),
         };
         if let Err(e) = deleted {
             tracing::warn!(%session, %tier, error = %e, "could not delete swapped-in data");
@@ -545,6 +560,26 @@ impl SwapStore {
         self.cold
             .as_ref()
             .ok_or_else(|| SwapError::Internal("no cold tier configured".into()))
+    }
+}
+
+/// A swap-out's reservation: removed again unless the swap-out commits.
+struct PendingSwapOut<'a> {
+    store: &'a SwapStore,
+    session: SessionId,
+    committed: bool,
+}
+
+impl Drop for PendingSwapOut<'_> {
+    fn drop(&mut self) {
+        let mut index = self.store.lock();
+        if !self.committed
+            && let Some(entry) = index.sessions.remove(&self.session)
+        {
+            release_usage(&mut index, &entry);
+        }
+        drop(index);
+        self.store.released.notify_all();
     }
 }
 

@@ -164,13 +164,13 @@ pub fn cold_to_device(
     device: &mut dyn DeviceIo,
 ) -> Result<()> {
     let cold = store.cold()?;
-    let stored = match cold.read_manifest(manifest.session) {
+    let stored = match cold.read_manifest(manifest) {
         Ok(bytes) => Manifest::decode(&bytes).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     check_same_manifest(manifest, Tier::Cold, stored)?;
     let chunks = manifest.chunks();
-    let mut downloads = cold.download(manifest.session, chunks.len());
+    let mut downloads = cold.download(manifest, chunks.len());
     pipeline::helper_produces(
         chunks.len(),
         store.depth,
@@ -189,7 +189,7 @@ pub fn cold_to_device(
                 Some((_, Err(e))) => {
                     return Err(crate::tier::cold::cold_error(
                         "get",
-                        &cold.chunk_path(manifest.session, chunk.index),
+                        &cold.chunk_path(manifest, chunk.index),
                         e,
                     ));
                 }
@@ -253,20 +253,15 @@ pub fn disk_to_cold(store: &SwapStore, manifest: &Manifest) -> Result<()> {
     check_disk_manifest(store, manifest)?;
     let chunks = manifest.chunks();
     let reader = open_disk_reader(store, manifest, &chunks)?;
-    let uploaded = cold.upload(
-        manifest.session,
-        chunks.len(),
-        |i| {
-            let buf = read_disk_chunk(store, manifest, &reader, &chunks[i])?;
-            verify(manifest, Tier::Disk, &chunks[i], buf.data())?;
-            let data = buf.data().to_vec();
-            store.pool.give(buf);
-            Ok(data)
-        },
-        manifest.encode(),
-    );
+    let uploaded = cold.upload(manifest, chunks.len(), |i| {
+        let buf = read_disk_chunk(store, manifest, &reader, &chunks[i])?;
+        verify(manifest, Tier::Disk, &chunks[i], buf.data())?;
+        let data = buf.data().to_vec();
+        store.pool.give(buf);
+        Ok(data)
+    });
     if uploaded.is_err() {
-        let _ = cold.remove(manifest.session);
+        let _ = cold.remove(manifest);
     }
     uploaded?;
     store.disk()?.remove(manifest.session)

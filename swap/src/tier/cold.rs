@@ -1,7 +1,7 @@
 //! The cold tier: chunk objects in an `object_store` (local filesystem, S3-compatible,
 //! in-memory), for sessions idle a long time.
 //!
-//! Objects of a session live under `<prefix>/<worker_id>/<session>/`: `chunk-000000`,
+//! Objects of a session live under `<prefix>/<worker_id>/<session>-<generation>/`: `chunk-000000`,
 //! `chunk-000001`, ... (exact chunk bytes, no padding) and `manifest`. One object per chunk
 //! keeps uploads and downloads streaming and makes a lost chunk a precise "missing" error.
 //! Like the disk tier, everything under `<prefix>/<worker_id>/` belongs to the running
@@ -11,15 +11,16 @@
 //! API stays synchronous. Call the store from blocking threads (e.g. `spawn_blocking`), never
 //! from inside an async task.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 
 use crate::error::{Result, SwapError};
-use crate::types::SessionId;
+use crate::manifest::Manifest;
 
 /// How many chunk uploads or downloads are in flight at once.
 const CONCURRENCY: usize = 4;
@@ -28,6 +29,7 @@ pub struct ColdTier {
     store: Arc<dyn ObjectStore>,
     root: Path,
     runtime: Option<Runtime>,
+    cleanups: Mutex<Vec<JoinHandle<Result<usize>>>>,
 }
 
 impl ColdTier {
@@ -49,21 +51,25 @@ impl ColdTier {
             store,
             root,
             runtime: Some(runtime),
+            cleanups: Mutex::new(Vec::new()),
         };
-        let removed = tier.delete_under(&tier.root.clone())?;
+        let removed = tier.block_on(delete_under(Arc::clone(&tier.store), tier.root.clone()))?;
         Ok((tier, removed))
     }
 
-    pub fn session_dir(&self, session: SessionId) -> Path {
-        self.root.clone().join(session.to_string())
+    /// The directory of one stored copy of a session.
+    pub fn session_dir(&self, manifest: &Manifest) -> Path {
+        self.root
+            .clone()
+            .join(format!("{}-{}", manifest.session, manifest.generation))
     }
 
-    pub fn chunk_path(&self, session: SessionId, index: u32) -> Path {
-        self.session_dir(session).join(format!("chunk-{index:06}"))
+    pub fn chunk_path(&self, manifest: &Manifest, index: u32) -> Path {
+        self.session_dir(manifest).join(format!("chunk-{index:06}"))
     }
 
-    pub fn manifest_path(&self, session: SessionId) -> Path {
-        self.session_dir(session).join("manifest")
+    pub fn manifest_path(&self, manifest: &Manifest) -> Path {
+        self.session_dir(manifest).join("manifest")
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -79,16 +85,15 @@ impl ColdTier {
     /// with up to [`CONCURRENCY`] uploads in flight, then the manifest.
     pub fn upload(
         &self,
-        session: SessionId,
+        manifest: &Manifest,
         count: usize,
         mut next_chunk: impl FnMut(usize) -> Result<Vec<u8>>,
-        manifest: Vec<u8>,
     ) -> Result<()> {
         self.block_on(async {
             let mut in_flight = tokio::task::JoinSet::new();
             for index in 0..count {
                 let data = next_chunk(index)?;
-                let path = self.chunk_path(session, index as u32);
+                let path = self.chunk_path(manifest, index as u32);
                 let store = Arc::clone(&self.store);
                 in_flight.spawn(async move {
                     let result = store.put(&path, PutPayload::from(data)).await;
@@ -101,9 +106,9 @@ impl ColdTier {
             while !in_flight.is_empty() {
                 join_next(&mut in_flight).await?;
             }
-            let path = self.manifest_path(session);
+            let path = self.manifest_path(manifest);
             self.store
-                .put(&path, PutPayload::from(manifest))
+                .put(&path, PutPayload::from(manifest.encode()))
                 .await
                 .map_err(|e| cold_error("put", &path, e))?;
             Ok(())
@@ -114,13 +119,13 @@ impl ColdTier {
     /// receiver yielding each chunk's result in index order.
     pub fn download(
         &self,
-        session: SessionId,
+        manifest: &Manifest,
         count: usize,
     ) -> tokio::sync::mpsc::Receiver<(u32, object_store::Result<bytes::Bytes>)> {
         let (tx, rx) = tokio::sync::mpsc::channel(CONCURRENCY);
         let store = Arc::clone(&self.store);
         let paths: Vec<Path> = (0..count)
-            .map(|i| self.chunk_path(session, i as u32))
+            .map(|i| self.chunk_path(manifest, i as u32))
             .collect();
         self.runtime().spawn(async move {
             let mut chunks = futures::stream::iter(paths.into_iter().enumerate())
@@ -144,33 +149,44 @@ impl ColdTier {
         rx
     }
 
-    pub fn read_manifest(&self, session: SessionId) -> object_store::Result<bytes::Bytes> {
-        let path = self.manifest_path(session);
+    pub fn read_manifest(&self, manifest: &Manifest) -> object_store::Result<bytes::Bytes> {
+        let path = self.manifest_path(manifest);
         self.block_on(async { self.store.get(&path).await?.bytes().await })
     }
 
-    /// Deletes a session's objects.
-    pub fn remove(&self, session: SessionId) -> Result<usize> {
-        self.delete_under(&self.session_dir(session))
+    /// Deletes the objects of one stored copy of a session.
+    pub fn remove(&self, manifest: &Manifest) -> Result<usize> {
+        self.block_on(delete_under(
+            Arc::clone(&self.store),
+            self.session_dir(manifest),
+        ))
     }
 
-    fn delete_under(&self, prefix: &Path) -> Result<usize> {
+    /// Deletes the objects of one stored copy of a session in the background (a swap-in should
+    /// not wait for it); [`Self::wait_for_cleanup`] waits for such deletions.
+    pub fn remove_in_background(&self, manifest: &Manifest) {
+        let task = self.runtime().spawn(delete_under(
+            Arc::clone(&self.store),
+            self.session_dir(manifest),
+        ));
+        self.cleanups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    /// Waits for background deletions; a failed one is logged (the next start removes leftovers).
+    pub fn wait_for_cleanup(&self) {
+        let tasks = std::mem::take(&mut *self.cleanups.lock().unwrap_or_else(|e| e.into_inner()));
         self.block_on(async {
-            let locations: Vec<Path> = self
-                .store
-                .list(Some(prefix))
-                .map_ok(|meta| meta.location)
-                .try_collect()
-                .await
-                .map_err(|e| cold_error("list", prefix, e))?;
-            for location in &locations {
-                match self.store.delete(location).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(cold_error("delete", location, e)),
+            for task in tasks {
+                match task.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cold-tier cleanup failed"),
+                    Err(e) => tracing::warn!(error = %e, "cold-tier cleanup task failed"),
                 }
             }
-            Ok(locations.len())
-        })
+        });
     }
 
     fn runtime(&self) -> &Runtime {
@@ -185,6 +201,23 @@ impl Drop for ColdTier {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Deletes every object under `prefix`, returning how many there were.
+async fn delete_under(store: Arc<dyn ObjectStore>, prefix: Path) -> Result<usize> {
+    let locations: Vec<Path> = store
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await
+        .map_err(|e| cold_error("list", &prefix, e))?;
+    for location in &locations {
+        match store.delete(location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(cold_error("delete", location, e)),
+        }
+    }
+    Ok(locations.len())
 }
 
 pub fn cold_error(op: &'static str, location: &Path, source: object_store::Error) -> SwapError {

@@ -39,7 +39,7 @@ pub struct DiskTier {
     trash: PathBuf,
     trash_seq: AtomicU64,
     /// Files renamed into `trash/`, for the background thread to unlink.
-    unlinker: Mutex<Sender<PathBuf>>,
+    unlinker: Mutex<Sender<Unlink>>,
     direct_io: bool,
     /// Holding the open file holds the flock; it is released when the process exits.
     _lock: File,
@@ -86,13 +86,20 @@ impl DiskTier {
 
         let trash = dir.join("trash");
         fs::create_dir_all(&trash).map_err(|e| SwapError::io("creating directory", &trash, e))?;
-        let (unlinker, doomed) = channel::<PathBuf>();
+        let (unlinker, requests) = channel::<Unlink>();
         std::thread::Builder::new()
             .name("gpufn-swap-unlink".into())
             .spawn(move || {
                 // Ends when the tier is dropped; anything left is removed at the next open.
-                for path in doomed {
-                    let _ = fs::remove_file(path);
+                for request in requests {
+                    match request {
+                        Unlink::File(path) => {
+                            let _ = fs::remove_file(path);
+                        }
+                        Unlink::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
                 }
             })
             .map_err(|e| SwapError::Internal(format!("cannot start the unlink thread: {e}")))?;
@@ -176,12 +183,7 @@ impl DiskTier {
             let doomed = self.trash.join(seq.to_string());
             match fs::rename(&path, &doomed) {
                 Ok(()) => {
-                    let sent = self
-                        .unlinker
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .send(doomed.clone());
-                    if sent.is_err() {
+                    if self.send(Unlink::File(doomed.clone())).is_err() {
                         let _ = fs::remove_file(&doomed);
                     }
                 }
@@ -190,6 +192,19 @@ impl DiskTier {
             }
         }
         Ok(())
+    }
+
+    /// Waits until the files removed so far are unlinked.
+    pub fn wait_for_cleanup(&self) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.send(Unlink::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    fn send(&self, request: Unlink) -> std::result::Result<(), ()> {
+        let unlinker = self.unlinker.lock().unwrap_or_else(|e| e.into_inner());
+        unlinker.send(request).map_err(|_| ())
     }
 
     fn options(&self) -> OpenOptions {
@@ -222,6 +237,13 @@ impl DiskTier {
             ))
         })
     }
+}
+
+/// Requests to the background unlink thread.
+enum Unlink {
+    File(PathBuf),
+    /// Answered once every earlier request is done.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 /// An open data file being written.
