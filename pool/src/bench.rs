@@ -104,13 +104,17 @@ pub fn placement_latency(workers: usize, sessions: usize, samples: usize) -> (Du
 /// Times `samples` placement decisions on `pool` (a [`fixture`]): 1–16 GiB requests of any
 /// QoS, which find room directly.
 pub fn measure_placement(pool: &Pool, samples: usize) -> LatencySummary {
-    let mut sequence = Sequence(7);
-    let requests: Vec<SessionRequest> = (0..samples)
-        .map(|i| sample_request(&mut sequence, i))
-        .collect();
-    time_each(&requests, |request| {
+    time_each(&placement_requests(samples), |request| {
         let _ = std::hint::black_box(pool.plan_placement(request, Millis(2)));
     })
+}
+
+/// The requests [`measure_placement`] times: 1–16 GiB, any QoS, decided at `Millis(2)`.
+pub fn placement_requests(samples: usize) -> Vec<SessionRequest> {
+    let mut sequence = Sequence(7);
+    (0..samples)
+        .map(|i| sample_request(&mut sequence, i))
+        .collect()
 }
 
 /// A pool with no room for a 20 GiB session anywhere: `workers` workers whose every device
@@ -134,11 +138,17 @@ pub fn saturated_fixture(workers: usize) -> Pool {
     }
     pool
 }
-
 /// Times `samples` reclaim decisions on `pool` (a [`saturated_fixture`]): 20 GiB high-QoS
 /// requests that fit nowhere without swapping idle sessions out.
 pub fn measure_reclaim(pool: &Pool, samples: usize) -> LatencySummary {
-    let requests: Vec<SessionRequest> = (0..samples)
+    time_each(&reclaim_requests(samples), |request| {
+        let _ = std::hint::black_box(pool.plan_placement(request, Millis(2_000)));
+    })
+}
+
+/// The requests [`measure_reclaim`] times: 20 GiB high-QoS, decided at `Millis(2_000)`.
+pub fn reclaim_requests(samples: usize) -> Vec<SessionRequest> {
+    (0..samples)
         .map(|i| SessionRequest {
             id: SessionId(u64::MAX - i as u64),
             tenant: "bench".into(),
@@ -149,18 +159,15 @@ pub fn measure_reclaim(pool: &Pool, samples: usize) -> LatencySummary {
             backend: None,
             strategy: None,
         })
-        .collect();
-    time_each(&requests, |request| {
-        let _ = std::hint::black_box(pool.plan_placement(request, Millis(2_000)));
-    })
+        .collect()
 }
 
-/// Times `decide` once per request and summarises the times.
+/// Times `decide` once per request (wall clock) and summarises the times.
 fn time_each(
     requests: &[SessionRequest],
     mut decide: impl FnMut(&SessionRequest),
 ) -> LatencySummary {
-    let mut times: Vec<Duration> = requests
+    let times = requests
         .iter()
         .map(|request| {
             let start = Instant::now();
@@ -168,6 +175,11 @@ fn time_each(
             start.elapsed()
         })
         .collect();
+    summarize(times)
+}
+
+/// Percentiles of `times`.
+pub fn summarize(mut times: Vec<Duration>) -> LatencySummary {
     times.sort();
     let percentile = |p: usize| {
         let rank = (times.len() * p / 100).min(times.len().saturating_sub(1));
