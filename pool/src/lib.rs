@@ -11,6 +11,22 @@
 //!   `memory × overcommit` ([`PoolConfig::vram_overcommit_percent`]);
 //! * a higher-QoS session may force idle lower-QoS sessions to swap out to make room.
 //!
+//! | the gateway learns / wants                  | it calls                          | and gets |
+//! |---------------------------------------------|-----------------------------------|----------|
+//! | worker registered (with its devices)        | [`Pool::register_worker`]         | [`Command::WorkerLost`] if it restarted |
+//! | heartbeat (health, usage)                   | [`Pool::heartbeat`]               | — |
+//! | drain / resume / remove a worker            | [`Pool::drain_worker`], [`Pool::resume_worker`], [`Pool::remove_worker`] | [`Command::WorkerLost`] on removal |
+//! | a client asks for a session                 | [`Pool::request_session`]         | [`Placement`] (with reclaim swap-outs) or [`Rejection`] |
+//! | "where would it go?" (no change)            | [`Pool::plan_placement`]          | [`PlacementPlan`] or [`Rejection`] |
+//! | a call reached a session                    | [`Pool::session_activity`]        | — |
+//! | the worker swapped a session out            | [`Pool::session_swapped_out`]     | [`Command::Ready`] for waiters |
+//! | a swapped-out session needs memory back     | [`Pool::request_swap_in`]         | [`SwapInDecision`] |
+//! | the worker swapped a session in             | [`Pool::session_swapped_in`]      | — |
+//! | an invocation for a function arrived        | [`Pool::prewarm`]                 | [`PrewarmDecision`] |
+//! | a session ended                             | [`Pool::end_session`]             | [`Command::Ready`] for waiters |
+//! | time passed (call about once a second)      | [`Pool::tick`]                    | lost workers, idle swap-outs, scale-to-zero, drained workers |
+//! | `/v1/pool`, `gpufn status`                  | [`Pool::view`]                    | [`PoolView`] (serializable) |
+//!
 //! ```
 //! use gpufn_pool::*;
 //!

@@ -288,9 +288,18 @@ impl Pool {
     /// Admits and places a new session, or says why not.
     ///
     /// Checks, in order: the compute share is at most 100%; the id is unused; the tenant's
-    /// session, VRAM and rate quotas; then capacity (see the placement rules in
-    /// [`PlacementStrategy`](crate::PlacementStrategy)). On success the session is live at once; its memory is usable
-    /// when [`Placement::ready`] is true, otherwise after [`Command::Ready`].
+    /// session, VRAM and rate quotas (a rate token is taken only on success); then capacity:
+    ///
+    /// 1. Among eligible devices (worker active, healthy and within its lease; device healthy,
+    ///    with memory and the requested backend) where the session fits without swapping
+    ///    anything out, pick by the [`PlacementStrategy`](crate::PlacementStrategy); ties go to the lowest worker id,
+    ///    then the lowest device index.
+    /// 2. Otherwise, if its QoS may reclaim, pick the device where swapping out idle
+    ///    lower-QoS sessions frees enough while moving the fewest bytes (then sessions).
+    /// 3. Otherwise reject, naming the missing capacity.
+    ///
+    /// On success the session is live at once; its memory is usable when
+    /// [`Placement::ready`] is true, otherwise after [`Command::Ready`].
     pub fn request_session(
         &mut self,
         request: SessionRequest,
