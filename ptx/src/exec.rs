@@ -670,6 +670,7 @@ fn space_name(t: &Target) -> &'static str {
 }
 
 impl BlockEnv<'_> {
+    #[inline]
     fn load(
         &mut self,
         local: &[Vec<u8>],
@@ -678,7 +679,7 @@ impl BlockEnv<'_> {
         addr: u64,
         size: u32,
     ) -> Result<u64, Fault> {
-        if !addr.is_multiple_of(size as u64) {
+        if addr & (size as u64 - 1) != 0 {
             return Err(Fault::Misaligned {
                 lane,
                 address: addr,
@@ -701,6 +702,7 @@ impl BlockEnv<'_> {
         })
     }
 
+    #[inline]
     fn store(
         &mut self,
         local: &mut [Vec<u8>],
@@ -710,7 +712,7 @@ impl BlockEnv<'_> {
         size: u32,
         v: u64,
     ) -> Result<(), Fault> {
-        if !addr.is_multiple_of(size as u64) {
+        if addr & (size as u64 - 1) != 0 {
             return Err(Fault::Misaligned {
                 lane,
                 address: addr,
@@ -752,7 +754,7 @@ impl BlockEnv<'_> {
                 what: format!("atomics on {}-byte values", size),
             });
         }
-        if !addr.is_multiple_of(size as u64) {
+        if addr & (size as u64 - 1) != 0 {
             return Err(Fault::Misaligned {
                 lane,
                 address: addr,
@@ -792,6 +794,49 @@ impl BlockEnv<'_> {
         }
         out
     }
+}
+
+/// Loads one scalar per active lane from `[base[lane] + offset]` in shared or global memory:
+/// the common case of `ld`, without per-lane dispatch on the state space.
+#[inline]
+fn load_row(
+    env: &mut BlockEnv,
+    space: MemSpace,
+    base: [u64; 32],
+    offset: i64,
+    size: u32,
+    mask: u32,
+) -> Result<[u64; 32], Fault> {
+    let mut out = [0u64; 32];
+    let align = size as u64 - 1;
+    for lane in lanes_of(mask) {
+        let a = base[lane as usize].wrapping_add(offset as u64);
+        if a & align != 0 {
+            return Err(Fault::Misaligned { lane, address: a });
+        }
+        let v = if space == MemSpace::Shared {
+            let o = (a & 0xffff_ffff) as usize;
+            match (size, env.shared.get(o..o + size as usize)) {
+                (4, Some(b)) => Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64),
+                (_, Some(_)) => read_le(env.shared, o as u64, size),
+                (_, None) => None,
+            }
+        } else {
+            env.mem
+                .find(a, size, &mut env.hint)
+                .map(|(al, off)| al.load(off, size))
+        };
+        out[lane as usize] = v.ok_or(Fault::Illegal {
+            lane,
+            address: a,
+            space: if space == MemSpace::Shared {
+                "shared"
+            } else {
+                "global"
+            },
+        })?;
+    }
+    Ok(out)
 }
 
 /// Pops finished frames, copying return values to callers, until a frame has lanes to run
@@ -1273,6 +1318,43 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     addr,
                 } => {
                     let size = ty.bytes();
+                    if *space == MemSpace::KernelParam && addr.base.is_none() && mask != 0 {
+                        // A kernel parameter is the same for every lane: read it once.
+                        let lane = mask.trailing_zeros();
+                        for (i, d) in ds.iter().enumerate() {
+                            let at = (addr.offset as u64).wrapping_add(i as u64 * size as u64);
+                            let mut v = env.load(&w.local, lane, *space, at, size)?;
+                            if *sign_to > 0 {
+                                v = (alu::sext(v, ty.bits()) as u64) & alu::mask(*sign_to);
+                            }
+                            write_lanes(&mut w.regs, base, *d, mask, |_| v);
+                        }
+                        pc += 1;
+                        let frame = w.frames.last_mut().expect("frame");
+                        if pc >= frame.min_wait {
+                            frame.park(pc, active);
+                            frame.schedule();
+                            pc = frame.pc;
+                            active = frame.active;
+                        }
+                        continue;
+                    }
+                    if let (MemSpace::Shared | MemSpace::Global, Some(b), false, [d], 0) =
+                        (*space, addr.base, addr.frame, &ds[..], *sign_to)
+                    {
+                        let out =
+                            load_row(env, *space, row(regs, base, b), addr.offset, size, mask)?;
+                        write_lanes(&mut w.regs, base, *d, mask, |l| out[l]);
+                        pc += 1;
+                        let frame = w.frames.last_mut().expect("frame");
+                        if pc >= frame.min_wait {
+                            frame.park(pc, active);
+                            frame.schedule();
+                            pc = frame.pc;
+                            active = frame.active;
+                        }
+                        continue;
+                    }
                     let baserow = addr.base.map(|b| row(regs, base, b));
                     for lane in lanes_of(mask) {
                         let mut a = baserow
