@@ -54,7 +54,11 @@ impl FatbinEntry {
                 .map_err(|e| invalid(format!("zstd entry: {e}")))?;
             Ok(out)
         } else if self.flags & FLAG_COMPRESSED_LZ4 != 0 {
-            lz4_flex::block::decompress(&self.payload, limit as usize)
+            // LZ4 expands at most 255:1, so a damaged size field cannot make us reserve more.
+            let bound = (self.payload.len() as u64)
+                .saturating_mul(255)
+                .saturating_add(64);
+            lz4_flex::block::decompress(&self.payload, limit.min(bound) as usize)
                 .map_err(|e| invalid(format!("lz4 entry: {e}")))
         } else if self.flags & FLAG_COMPRESSED_ZLIB != 0 {
             Err(LoadError::NotSupported {
