@@ -441,10 +441,99 @@ fn check_commands(commands: &[Command], pool: &Pool) {
     }
 }
 
+/// Checks that a tick did exactly what was due: every decision was due, and nothing due was
+/// left undone.
+fn check_tick(
+    config: &PoolConfig,
+    before: &PoolView,
+    sessions_before: &[Session],
+    commands: &[Command],
+    after: &Pool,
+    now: Millis,
+) {
+    let old = |id: &SessionId| {
+        sessions_before
+            .iter()
+            .find(|s| s.id == *id)
+            .expect("existed")
+    };
+    for command in commands {
+        match command {
+            Command::WorkerLost { worker, .. } => {
+                let w = before
+                    .workers
+                    .iter()
+                    .find(|w| &w.id == worker)
+                    .expect("existed");
+                assert!(
+                    now > w.lease_expires_at,
+                    "{worker} removed within its lease"
+                );
+            }
+            Command::SwapOut {
+                session, reason, ..
+            } => {
+                assert_eq!(*reason, SwapOutReason::Idle);
+                let s = old(session);
+                assert_eq!(s.state, SessionState::Resident);
+                let timeout = config.idle_timeout.get(s.qos).expect("level has a timeout");
+                assert!(
+                    now.since(s.last_active) >= timeout,
+                    "{session} swapped out early"
+                );
+            }
+            Command::ScaleToZero { session, .. } => {
+                let s = old(session);
+                assert!(s.state == SessionState::SwappedOut && s.function.is_some());
+                let delay = config.scale_to_zero_after.expect("scale to zero is on");
+                assert!(
+                    now.since(s.last_active) >= delay,
+                    "{session} scaled to zero early"
+                );
+            }
+            Command::WorkerDrained { worker } => {
+                let w = before
+                    .workers
+                    .iter()
+                    .find(|w| &w.id == worker)
+                    .expect("existed");
+                assert_eq!(w.status, WorkerStatus::Draining);
+            }
+            other => panic!("tick issued {other:?}"),
+        }
+    }
+    let view = after.view(now);
+    for worker in &view.workers {
+        assert!(
+            now <= worker.lease_expires_at,
+            "{} outlived its lease",
+            worker.id
+        );
+    }
+    for session in after.sessions() {
+        let idle = now.since(session.last_active);
+        if session.state == SessionState::Resident
+            && let Some(timeout) = config.idle_timeout.get(session.qos)
+        {
+            assert!(idle < timeout, "{} left resident while idle", session.id);
+        }
+        if session.state == SessionState::SwappedOut
+            && session.function.is_some()
+            && let Some(delay) = config.scale_to_zero_after
+        {
+            assert!(
+                idle < delay,
+                "{} left swapped out past scale-to-zero",
+                session.id
+            );
+        }
+    }
+}
+
 /// Runs the events, checking invariants after each; returns a log of every decision.
 fn run(config: PoolConfig, steps: &[(u64, Event)]) -> Vec<String> {
     let overcommit = config.vram_overcommit_percent;
-    let mut pool = new_pool(config);
+    let mut pool = new_pool(config.clone());
     let mut checker = Checker {
         overcommit,
         rate_admissions: Vec::new(),
@@ -611,8 +700,11 @@ fn run(config: PoolConfig, steps: &[(u64, Event)]) -> Vec<String> {
                 format!("{decision:?}")
             }
             Event::Tick => {
+                let before = pool.view(now);
+                let sessions_before: Vec<Session> = pool.sessions().cloned().collect();
                 let commands = pool.tick(now);
                 check_commands(&commands, &pool);
+                check_tick(&config, &before, &sessions_before, &commands, &pool, now);
                 format!("{commands:?}")
             }
         };
