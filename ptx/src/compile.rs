@@ -828,6 +828,18 @@ impl FnCompiler<'_> {
                 let (Some(&dty), Some(&sty)) = (tys.first(), tys.get(1)) else {
                     return Err(bad("cvt needs two types", line));
                 };
+                if matches!(dty, Ty::F16x2 | Ty::Bf16x2) && sty == Ty::F32 && i.operands.len() == 3
+                {
+                    let [d, a, b] = operands::<3>(i)?;
+                    return Ok(Op::CvtPack {
+                        dty,
+                        round: m.round().unwrap_or(Round::Nearest),
+                        relu: m.has("relu"),
+                        d: self.dst(d, line)?,
+                        a: self.src(a, Ty::F32, line)?,
+                        b: self.src(b, Ty::F32, line)?,
+                    });
+                }
                 if i.operands.len() != 2 || matches!(dty, Ty::F16x2 | Ty::Bf16x2) {
                     return Ok(Op::Unsupported { what: full() });
                 }

@@ -1261,6 +1261,30 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                         alu::cvt(dty, sty, round, int_round, ftz, sat, a[l])
                     });
                 }
+                Op::CvtPack {
+                    dty,
+                    round,
+                    relu,
+                    d,
+                    a,
+                    b,
+                } => {
+                    let (a, b) = (row(regs, base, *a), row(regs, base, *b));
+                    let (half, round, relu) = (
+                        if *dty == Ty::F16x2 { Ty::F16 } else { Ty::Bf16 },
+                        *round,
+                        *relu,
+                    );
+                    let conv = move |x: u64| {
+                        let x = if relu && f32::from_bits(x as u32) < 0.0 {
+                            0
+                        } else {
+                            x
+                        };
+                        alu::cvt(half, Ty::F32, Some(round), false, false, false, x)
+                    };
+                    write_lanes(regs, base, *d, mask, |l| (conv(a[l]) << 16) | conv(b[l]));
+                }
                 Op::Cvta {
                     space,
                     to_generic,
@@ -1769,8 +1793,8 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     count,
                     d,
                     c,
-                } => {
-                    let idv = row(regs, base, *id)[mask.trailing_zeros().min(31) as usize] as usize;
+                } if mask != 0 => {
+                    let idv = row(regs, base, *id)[mask.trailing_zeros() as usize] as usize;
                     if idv >= BARRIERS {
                         return Err(Fault::Failed {
                             lane: mask.trailing_zeros(),
@@ -1815,6 +1839,8 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                         return Ok(WarpState::Blocked);
                     }
                 }
+                // A barrier whose guard is false for every lane does nothing.
+                Op::Bar { .. } => {}
             }
             pc += 1;
             let frame = w.frames.last_mut().expect("frame");

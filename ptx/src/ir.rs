@@ -471,6 +471,15 @@ pub enum Op {
         d: Slot,
         a: Slot,
     },
+    /// `cvt.rn{.relu}.f16x2.f32 d, a, b`: a into the upper half, b into the lower.
+    CvtPack {
+        dty: Ty,
+        round: Round,
+        relu: bool,
+        d: Slot,
+        a: Slot,
+        b: Slot,
+    },
     /// `cvta` (to generic: `to_generic`) for shared/local; global/const are identity.
     Cvta {
         space: MemSpace,
