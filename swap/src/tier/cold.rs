@@ -23,7 +23,7 @@ use crate::error::{Result, SwapError};
 use crate::manifest::Manifest;
 
 /// How many chunk uploads or downloads are in flight at once.
-const CONCURRENCY: usize = 4;
+pub const CONCURRENCY: usize = 4;
 
 pub struct ColdTier {
     store: Arc<dyn ObjectStore>,
