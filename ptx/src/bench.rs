@@ -19,6 +19,8 @@ pub struct KernelBench {
     pub lane_instructions: u64,
     pub seconds_single: f64,
     pub seconds_multi: f64,
+    /// Process CPU time of the multi-threaded run (all threads), where the OS reports it.
+    pub cpu_seconds_multi: Option<f64>,
 }
 
 impl KernelBench {
@@ -28,6 +30,14 @@ impl KernelBench {
 
     pub fn rate_multi(&self) -> f64 {
         self.lane_instructions as f64 / self.seconds_multi
+    }
+
+    /// Lane-instructions per CPU-second in the multi-threaded run: the per-core rate even
+    /// when other processes compete for the cores.
+    pub fn rate_per_cpu_second(&self) -> Option<f64> {
+        self.cpu_seconds_multi
+            .filter(|&c| c > 0.0)
+            .map(|c| self.lane_instructions as f64 / c)
     }
 }
 
@@ -46,26 +56,37 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<14} {:>14} {:>10} {:>16} {:>16} {:>8}",
+            "{:<12} {:>12} {:>10} {:>12} {:>12} {:>12} {:>8}",
             "kernel",
             "lane-instr",
             "1 thread",
             format!("{} threads", self.threads),
             "per thread",
+            "per CPU-s",
             "scaling"
         )?;
         for k in &self.kernels {
+            let per_cpu = k
+                .rate_per_cpu_second()
+                .map_or("n/a".to_string(), |r| format!("{:.1}", r / 1e6));
             writeln!(
                 f,
-                "{:<14} {:>14} {:>10.1} {:>16.1} {:>16.1} {:>7.2}x",
+                "{:<12} {:>12} {:>10.1} {:>12.1} {:>12.1} {:>12} {:>7.2}x",
                 k.name,
                 k.lane_instructions,
                 k.rate_single() / 1e6,
                 k.rate_multi() / 1e6,
                 k.rate_multi() / 1e6 / self.threads as f64,
+                per_cpu,
                 k.rate_multi() / k.rate_single()
             )?;
         }
+        writeln!(
+            f,
+            "(wall-clock rates, best of 3; 'per CPU-s' divides by the CPU time all threads used, \
+             which stays meaningful on a busy machine; scaling = {}-thread / 1-thread wall rate)",
+            self.threads
+        )?;
         Ok(())
     }
 }
@@ -147,27 +168,45 @@ fn measure(
     memory: &DeviceMemory,
     threads: usize,
 ) -> Result<KernelBench, String> {
-    let time = |t: usize| -> Result<(f64, u64), String> {
+    let time = |t: usize| -> Result<(f64, u64, Option<f64>), String> {
         let mut best = f64::INFINITY;
+        let mut best_cpu = None;
         let mut count = 0;
         for _ in 0..3 {
+            let cpu_before = process_cpu_seconds();
             let start = Instant::now();
             let out = module
                 .launch(kernel, cfg, params, memory, t)
                 .map_err(|e| e.to_string())?;
-            best = best.min(start.elapsed().as_secs_f64());
+            let wall = start.elapsed().as_secs_f64();
+            if wall < best {
+                best = wall;
+                best_cpu = cpu_before.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+            }
             count = out.lane_instructions;
         }
-        Ok((best, count))
+        Ok((best, count, best_cpu))
     };
-    let (seconds_single, lane_instructions) = time(1)?;
-    let (seconds_multi, _) = time(threads)?;
+    let (seconds_single, lane_instructions, _) = time(1)?;
+    let (seconds_multi, _, cpu_seconds_multi) = time(threads)?;
     Ok(KernelBench {
         name,
         lane_instructions,
         seconds_single,
         seconds_multi,
+        cpu_seconds_multi,
     })
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`, 100 Hz ticks).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 #[cfg(test)]

@@ -276,6 +276,7 @@ pub(crate) fn launch(
     let total = AtomicU64::new(0);
     let worker = || {
         let mut shared = vec![0u8; shared_size as usize];
+        let mut warps = Vec::new();
         let mut count = 0u64;
         loop {
             if abort.load(Ordering::Relaxed) {
@@ -306,7 +307,7 @@ pub(crate) fn launch(
                 barriers: [Barrier::default(); BARRIERS],
                 clock: 0,
             };
-            let r = run_block(&mut env, kernel, nthreads as u32);
+            let r = run_block(&mut env, kernel, nthreads as u32, &mut warps);
             count += env.lane_instructions;
             match r {
                 Ok(()) => {
@@ -379,36 +380,47 @@ fn to_launch_error(site: FaultSite, fault: Fault) -> LaunchError {
 
 type BlockFault = (u32, [u32; 3], Fault);
 
-fn run_block(env: &mut BlockEnv, kernel: usize, nthreads: u32) -> Result<(), BlockFault> {
+/// Runs one block. `warps` is scratch reused across the blocks one host thread runs, so
+/// register files and local memory are allocated once per thread rather than per block.
+fn run_block(
+    env: &mut BlockEnv,
+    kernel: usize,
+    nthreads: u32,
+    warps: &mut Vec<Warp>,
+) -> Result<(), BlockFault> {
     let b = env.cfg.block;
-    let mut warps: Vec<Warp> = (0..env.nwarps)
-        .map(|w| {
-            let mut tid = [[0u32; 3]; 32];
-            let mut valid = 0u32;
-            for (lane, t) in tid.iter_mut().enumerate() {
-                let linear = w * 32 + lane as u32;
-                if linear < nthreads {
-                    valid |= 1 << lane;
-                    *t = [
-                        linear % b[0],
-                        (linear / b[0]) % b[1],
-                        linear / (b[0] * b[1]),
-                    ];
-                }
+    warps.truncate(env.nwarps as usize);
+    for w in warps.len() as u32..env.nwarps {
+        warps.push(Warp {
+            regs: Vec::new(),
+            frames: Vec::new(),
+            local: vec![Vec::new(); 32],
+            exited: 0,
+            valid: 0,
+            index: w,
+            tid: [[0; 3]; 32],
+            state: WarpState::Runnable,
+        });
+    }
+    for (wi, w) in warps.iter_mut().enumerate() {
+        let mut valid = 0u32;
+        for (lane, t) in w.tid.iter_mut().enumerate() {
+            let linear = wi as u32 * 32 + lane as u32;
+            if linear < nthreads {
+                valid |= 1 << lane;
+                *t = [
+                    linear % b[0],
+                    (linear / b[0]) % b[1],
+                    linear / (b[0] * b[1]),
+                ];
             }
-            Warp {
-                regs: Vec::new(),
-                frames: Vec::new(),
-                local: vec![Vec::new(); 32],
-                exited: !valid,
-                valid,
-                index: w,
-                tid,
-                state: WarpState::Runnable,
-            }
-        })
-        .collect();
-    for w in &mut warps {
+        }
+        w.frames.clear();
+        w.exited = !valid;
+        w.valid = valid;
+        w.state = WarpState::Runnable;
+    }
+    for w in warps.iter_mut() {
         let valid = w.valid;
         push_frame(env, w, kernel as u32, valid, 0, 0).map_err(|f| fault_site(w, f))?;
     }
@@ -422,7 +434,7 @@ fn run_block(env: &mut BlockEnv, kernel: usize, nthreads: u32) -> Result<(), Blo
             let w = &mut warps[wi];
             let state = run_warp(env, w).map_err(|f| fault_site(w, f))?;
             w.state = state;
-            release_barriers(env, &mut warps);
+            release_barriers(env, warps);
         }
         if warps.iter().all(|w| w.state == WarpState::Done) {
             return Ok(());

@@ -444,7 +444,18 @@ fn half_precision_conversions() {
             assert_eq!(bback[i], f32::from_bits(rounded << 16));
         }
         let (dh2, db2) = (upload(&mem, &vec![0u32; n]), upload(&mem, &vec![0u32; n]));
-        run(&m, &mem, "pack_pairs", cfg([1, 1, 1], [64, 1, 1], 0), &[Arg::Ptr(din), Arg::Ptr(dh2), Arg::Ptr(db2), Arg::I32(n as i32)]);
+        run(
+            &m,
+            &mem,
+            "pack_pairs",
+            cfg([1, 1, 1], [64, 1, 1], 0),
+            &[
+                Arg::Ptr(din),
+                Arg::Ptr(dh2),
+                Arg::Ptr(db2),
+                Arg::I32(n as i32),
+            ],
+        );
         let (h2, b2) = (download_u32(&mem, dh2, n), download_u32(&mem, db2, n));
         let bf16 = |x: f32| {
             let bits = x.to_bits();
@@ -452,7 +463,12 @@ fn half_precision_conversions() {
         };
         for i in 0..n {
             let y = -2.0 * x[i];
-            assert_eq!(h2[i], f16_bits(x[i]) as u32 | (f16_bits(y) as u32) << 16, "half2 of {}", x[i]);
+            assert_eq!(
+                h2[i],
+                f16_bits(x[i]) as u32 | (f16_bits(y) as u32) << 16,
+                "half2 of {}",
+                x[i]
+            );
             assert_eq!(b2[i], bf16(x[i]) | bf16(y) << 16, "bfloat162 of {}", x[i]);
         }
     }
