@@ -22,6 +22,9 @@ pub enum SwapError {
         lock: PathBuf,
     },
 
+    #[error("invalid swap request: {0}")]
+    InvalidRequest(String),
+
     #[error("session {0} is already swapped out; swap it in or discard it first")]
     AlreadySwappedOut(SessionId),
 
@@ -104,6 +107,16 @@ pub enum SwapError {
 }
 
 impl SwapError {
+    /// The stored data itself is damaged or missing (retrying will not help).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            SwapError::ChunkCorrupted { .. }
+                | SwapError::ChunkMissing { .. }
+                | SwapError::ManifestInvalid { .. }
+        )
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         SwapError::Io {
             op,

@@ -253,6 +253,12 @@ fn a_corrupted_disk_chunk_fails_the_cold_demotion_and_the_session_stays_on_disk(
     assert_eq!(report.events.len(), 1, "the bystander was demoted");
     let tiers: Vec<Tier> = s.store.status().sessions.iter().map(|x| x.tier).collect();
     assert_eq!(tiers, vec![Tier::Disk, Tier::Cold]);
+    // The damaged session is not retried on every tick.
+    let again = s.store.tick(Instant::now() + Duration::from_secs(3));
+    assert!(
+        again.errors.is_empty() && again.events.is_empty(),
+        "{again:?}"
+    );
     assert_only_victim_fails(&mut s, |err| {
         assert!(
             matches!(

@@ -21,7 +21,8 @@ pub struct SwapConfig {
     /// Identifies this worker's files in shared directories and object stores; unique per host
     /// (per disk directory) and per cold prefix. Letters, digits, `.`, `_`, `-`.
     pub worker_id: String,
-    /// Host RAM the host tier may hold, in bytes.
+    /// Host RAM the host tier may hold, in bytes. Its chunk buffers are kept for reuse once
+    /// allocated (up to this budget), so steady-state swaps do not fault in fresh memory.
     pub host_budget: u64,
     /// Chunk size in bytes: a multiple of 4096, at most 1 GiB.
     pub chunk_size: usize,

@@ -68,6 +68,8 @@ pub struct SessionStatus {
     /// Time since its swap-out.
     pub age: Duration,
     pub busy: bool,
+    /// A demotion found its data damaged; its swap-in will fail.
+    pub damaged: bool,
 }
 
 /// Usage per tier and the stored sessions (sorted by id).
@@ -92,6 +94,9 @@ struct Entry {
     disk_bytes: u64,
     swapped_at: Instant,
     busy: bool,
+    /// A demotion found the data damaged: it stays where it is (its swap-in will report the
+    /// damage) instead of failing again on every tick.
+    damaged: bool,
 }
 
 #[derive(Default)]
@@ -296,7 +301,7 @@ impl SwapStore {
                     host_bytes: e.host_bytes,
                     disk_bytes: e.disk_bytes,
                     age: now.saturating_duration_since(e.swapped_at),
-                    busy: e.busy,
+                    busy: e.busy || e.damaged,
                 })
                 .collect();
             policy::plan_demotions(&self.policy, &self.limits, &index.usage, &views)
@@ -306,7 +311,12 @@ impl SwapStore {
             match self.demote(step) {
                 Ok(Some(event)) => report.events.push(event),
                 Ok(None) => {}
-                Err(e) => report.errors.push(e),
+                Err(e) => {
+                    if e.is_damage() {
+                        self.mark_damaged(step.session);
+                    }
+                    report.errors.push(e);
+                }
             }
         }
         report
@@ -336,6 +346,7 @@ impl SwapStore {
                 allocations: e.manifest.allocations.len(),
                 age: now.saturating_duration_since(e.swapped_at),
                 busy: e.busy,
+                damaged: e.damaged,
             })
             .collect();
         sessions.sort_by_key(|s| s.session);
@@ -411,6 +422,12 @@ impl SwapStore {
         }
     }
 
+    fn mark_damaged(&self, session: SessionId) {
+        if let Some(entry) = self.lock().sessions.get_mut(&session) {
+            entry.damaged = true;
+        }
+    }
+
     /// Chooses the tier for a new swap-out and reserves its space and the session id.
     fn reserve(
         &self,
@@ -445,6 +462,7 @@ impl SwapStore {
                 disk_bytes,
                 swapped_at: Instant::now(),
                 busy: true,
+                damaged: false,
             },
         );
         Ok(tier)
@@ -614,10 +632,11 @@ fn validate_allocations(allocations: &[Allocation]) -> Result<u64> {
         .iter()
         .find(|a| a.device_address.checked_add(a.len).is_none())
     {
-        return Err(SwapError::Config(format!(
+        return Err(SwapError::InvalidRequest(format!(
             "allocation {a} extends past the end of the address space"
         )));
     }
-    layout::total_bytes(allocations)
-        .ok_or_else(|| SwapError::Config("the session's allocation sizes overflow 64 bits".into()))
+    layout::total_bytes(allocations).ok_or_else(|| {
+        SwapError::InvalidRequest("the session's allocation sizes overflow 64 bits".into())
+    })
 }
