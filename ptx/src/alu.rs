@@ -200,6 +200,30 @@ pub fn prmt(a: u64, b: u64, c: u64) -> u64 {
     d
 }
 
+pub fn lop3(a: u64, b: u64, c: u64, lut: u8) -> u64 {
+    let mut d = 0u64;
+    for i in 0..8u32 {
+        if lut >> i & 1 == 1 {
+            let pick = |bit: u32, v: u64| if bit == 1 { v } else { !v };
+            d |= pick(i >> 2 & 1, a) & pick(i >> 1 & 1, b) & pick(i & 1, c);
+        }
+    }
+    d & 0xffff_ffff
+}
+
+pub fn mul24(hi: bool, signed: bool, a: u64, b: u64, c: u64) -> u64 {
+    let ext = |v: u64| {
+        if signed {
+            sext(v, 24)
+        } else {
+            (v & 0xff_ffff) as i64
+        }
+    };
+    let p = ext(a) * ext(b);
+    let r = if hi { (p >> 16) as u64 } else { p as u64 };
+    r.wrapping_add(c) & 0xffff_ffff
+}
+
 pub fn shf(left: bool, clamp: bool, a: u64, b: u64, c: u64) -> u64 {
     let n = if clamp {
         (c as u32).min(32)

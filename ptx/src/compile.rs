@@ -983,13 +983,92 @@ impl FnCompiler<'_> {
                     a: self.src(a, ty, line)?,
                 }
             }
-            "mul24" | "mad24" | "addc" | "subc" | "madc" | "dp4a" | "dp2a" | "isspacep" | "brx"
-            | "tex" | "tld4" | "suld" | "sust" | "sured" | "suq" | "txq" | "istypep" | "cp"
-            | "mbarrier" | "wmma" | "mma" | "ldmatrix" | "stmatrix" | "wgmma" | "cvt.pack"
-            | "elect" | "setmaxnreg" | "alloca" | "stackrestore" | "stacksave" | "multimem"
-            | "cp.async" | "tensormap" | "getctarank" | "mapa" | "movmatrix" | "fns" | "bmsk"
-            | "szext" | "lop3" | "vabsdiff" | "vadd" | "vsub" | "vmad" | "vmax" | "vmin"
-            | "vset" | "vshl" | "vshr" => Op::Unsupported { what: full() },
+            "lop3" => {
+                let [d, a, b, c, lut] = operands::<5>(i)?;
+                let Operand::Int(lut) = lut else {
+                    return Err(bad("lop3 needs an immediate lookup table", line));
+                };
+                Op::Lop3 {
+                    d: self.dst(d, line)?,
+                    a: self.src(a, Ty::B32, line)?,
+                    b: self.src(b, Ty::B32, line)?,
+                    c: self.src(c, Ty::B32, line)?,
+                    lut: *lut as u8,
+                }
+            }
+            "mul24" | "mad24" => {
+                let ty = self.ty1(i)?;
+                let ops = &i.operands;
+                let want = if i.opcode == "mad24" { 4 } else { 3 };
+                if ops.len() != want || m.has("sat") {
+                    return Ok(Op::Unsupported { what: full() });
+                }
+                let c = if want == 4 {
+                    self.src(&ops[3], ty, line)?
+                } else {
+                    self.konst(0)
+                };
+                Op::Mul24 {
+                    hi: m.has("hi"),
+                    signed: ty.is_signed(),
+                    d: self.dst(&ops[0], line)?,
+                    a: self.src(&ops[1], ty, line)?,
+                    b: self.src(&ops[2], ty, line)?,
+                    c,
+                }
+            }
+            "isspacep" => {
+                let space = match m.space() {
+                    Some(Space::Global) => MemSpace::Global,
+                    Some(Space::Shared) => MemSpace::Shared,
+                    Some(Space::Local) => MemSpace::Local,
+                    _ => return Ok(Op::Unsupported { what: full() }),
+                };
+                let [d, a] = operands::<2>(i)?;
+                Op::IsSpace {
+                    space,
+                    d: self.dst(d, line)?,
+                    a: self.src(a, Ty::U64, line)?,
+                }
+            }
+            "cp" if m.has("async") => {
+                if m.has("commit_group") || m.has("wait_group") || m.has("wait_all") {
+                    return Ok(Op::Nop);
+                }
+                if m.has("bulk") || m.has("mbarrier") || !m.has("shared") || !m.has("global") {
+                    return Ok(Op::Unsupported { what: full() });
+                }
+                let ops = &i.operands;
+                if ops.len() < 3 {
+                    return Err(bad("cp.async needs 3 or 4 operands", line));
+                }
+                let (dst, _) = self.addr(&ops[0], Some(Space::Shared), line)?;
+                let (src, _) = self.addr(&ops[1], Some(Space::Global), line)?;
+                let size = match &ops[2] {
+                    Operand::Int(n @ (4 | 8 | 16)) => *n as u32,
+                    _ => return Err(bad("cp.async copies 4, 8 or 16 bytes", line)),
+                };
+                let src_size = match ops.get(3) {
+                    Some(o @ (Operand::Int(_) | Operand::Name(_))) => {
+                        Some(self.src(o, Ty::U32, line)?)
+                    }
+                    _ => None,
+                };
+                Op::CopyAsync {
+                    dst,
+                    src,
+                    size,
+                    src_size,
+                }
+            }
+            "addc" | "subc" | "madc" | "dp4a" | "dp2a" | "brx" | "tex" | "tld4" | "suld"
+            | "sust" | "sured" | "suq" | "txq" | "istypep" | "cp" | "mbarrier" | "wmma" | "mma"
+            | "ldmatrix" | "stmatrix" | "wgmma" | "cvt.pack" | "elect" | "setmaxnreg"
+            | "alloca" | "stackrestore" | "stacksave" | "multimem" | "cp.async" | "tensormap"
+            | "getctarank" | "mapa" | "movmatrix" | "fns" | "bmsk" | "szext" | "vabsdiff"
+            | "vadd" | "vsub" | "vmad" | "vmax" | "vmin" | "vset" | "vshl" | "vshr" => {
+                Op::Unsupported { what: full() }
+            }
             other => {
                 return Err(unsupported(format!("instruction {other}"), line));
             }
@@ -1346,7 +1425,7 @@ impl FnCompiler<'_> {
             })
             .ok_or_else(|| bad(format!("{} needs an operation", i.opcode), line))?;
         let full = format!("{}.{}", i.opcode, i.mods.join("."));
-        if m.vector() != 1 || matches!(ty, Ty::F16x2 | Ty::Bf16x2 | Ty::B128) {
+        if m.vector() != 1 || ty == Ty::B128 {
             return Ok(Op::Unsupported { what: full });
         }
         let is_red = i.opcode == "red";

@@ -50,6 +50,7 @@ pub enum CudaCode {
     NotFound = 500,
     IllegalAddress = 700,
     LaunchOutOfResources = 701,
+    LaunchTimeout = 702,
     MisalignedAddress = 716,
     IllegalInstruction = 715,
     Assert = 710,
@@ -102,6 +103,9 @@ pub enum LaunchError {
     /// An instruction the interpreter cannot execute was reached.
     #[error("not supported by the CPU device: {what} in {site}")]
     NotSupported { site: FaultSite, what: String },
+    /// The launch was cancelled (session closed, or the worker's time limit).
+    #[error("launch cancelled while running {site}")]
+    Cancelled { site: FaultSite },
     /// The launch could not continue (barrier deadlock, stack overflow, ...).
     #[error("launch failed: {what} in {site}")]
     Failed { site: FaultSite, what: String },
@@ -119,6 +123,7 @@ impl LaunchError {
             LaunchError::Trap { .. } => CudaCode::IllegalInstruction,
             LaunchError::NotSupported { .. } => CudaCode::NotSupported,
             LaunchError::Failed { .. } => CudaCode::LaunchFailed,
+            LaunchError::Cancelled { .. } => CudaCode::LaunchTimeout,
         }
     }
 }

@@ -53,6 +53,9 @@ enum Fault {
         lane: u32,
         what: String,
     },
+    Cancelled {
+        lane: u32,
+    },
 }
 
 impl Fault {
@@ -62,7 +65,8 @@ impl Fault {
             | Fault::Misaligned { lane, .. }
             | Fault::Trap { lane, .. }
             | Fault::Unsupported { lane, .. }
-            | Fault::Failed { lane, .. } => *lane,
+            | Fault::Failed { lane, .. }
+            | Fault::Cancelled { lane } => *lane,
         }
     }
 }
@@ -235,6 +239,9 @@ struct BlockEnv<'a> {
     lane_instructions: u64,
     barriers: [Barrier; BARRIERS],
     clock: u64,
+    /// Set by the caller to cancel the launch, or internally when another block faulted.
+    cancel: &'a AtomicBool,
+    abort: &'a AtomicBool,
 }
 
 /// Output of a successful launch.
@@ -253,6 +260,7 @@ pub(crate) fn launch(
     params: &[u8],
     mem: &MemView,
     threads: usize,
+    cancel: &AtomicBool,
 ) -> Result<LaunchOutput, LaunchError> {
     let name = &prog.funcs[kernel].name;
     let nblocks = cfg.grid.iter().map(|&g| g as u64).product::<u64>();
@@ -279,7 +287,7 @@ pub(crate) fn launch(
         let mut warps = Vec::new();
         let mut count = 0u64;
         loop {
-            if abort.load(Ordering::Relaxed) {
+            if abort.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                 break;
             }
             let b = next.fetch_add(1, Ordering::Relaxed);
@@ -306,6 +314,8 @@ pub(crate) fn launch(
                 lane_instructions: 0,
                 barriers: [Barrier::default(); BARRIERS],
                 clock: 0,
+                cancel,
+                abort: &abort,
             };
             let r = run_block(&mut env, kernel, nthreads as u32, &mut warps);
             count += env.lane_instructions;
@@ -333,7 +343,14 @@ pub(crate) fn launch(
                     };
                     let err = to_launch_error(site, fault);
                     let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                    if slot.as_ref().is_none_or(|(fb, _)| b < *fb) {
+                    // A block stopped because another one failed must not hide that failure.
+                    let secondary = matches!(err, LaunchError::Cancelled { .. });
+                    let replace = match slot.as_ref() {
+                        None => true,
+                        Some((_, LaunchError::Cancelled { .. })) => !secondary,
+                        Some((fb, _)) => !secondary && b < *fb,
+                    };
+                    if replace {
                         *slot = Some((b, err));
                     }
                     abort.store(true, Ordering::Relaxed);
@@ -358,6 +375,15 @@ pub(crate) fn launch(
     if let Some((_, err)) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(err);
     }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(LaunchError::Cancelled {
+            site: FaultSite {
+                kernel: name.clone(),
+                block: [0; 3],
+                thread: [0; 3],
+            },
+        });
+    }
     Ok(LaunchOutput {
         printf,
         lane_instructions: total.into_inner(),
@@ -375,6 +401,7 @@ fn to_launch_error(site: FaultSite, fault: Fault) -> LaunchError {
         Fault::Trap { what, .. } => LaunchError::Trap { site, what },
         Fault::Unsupported { what, .. } => LaunchError::NotSupported { site, what },
         Fault::Failed { what, .. } => LaunchError::Failed { site, what },
+        Fault::Cancelled { .. } => LaunchError::Cancelled { site },
     }
 }
 
@@ -760,6 +787,9 @@ impl BlockEnv<'_> {
         c: u64,
     ) -> Result<u64, Fault> {
         let size = ty.bytes();
+        if size == 2 {
+            return self.atomic16(local, lane, space, addr, op, ty, b, c);
+        }
         if size != 4 && size != 8 {
             return Err(Fault::Unsupported {
                 lane,
@@ -790,6 +820,53 @@ impl BlockEnv<'_> {
             Target::Param(_) => None,
         };
         r.ok_or(Fault::Illegal {
+            lane,
+            address: addr,
+            space: space_name(&t),
+        })
+    }
+
+    /// A 2-byte atomic as a compare-and-swap on the aligned 4-byte word holding it.
+    #[allow(clippy::too_many_arguments)]
+    fn atomic16(
+        &mut self,
+        local: &mut [Vec<u8>],
+        lane: u32,
+        space: MemSpace,
+        addr: u64,
+        op: AtomOp,
+        ty: Ty,
+        b: u64,
+        c: u64,
+    ) -> Result<u64, Fault> {
+        if addr & 1 != 0 {
+            return Err(Fault::Misaligned {
+                lane,
+                address: addr,
+            });
+        }
+        let shift = (addr & 2) * 8;
+        let f = |word: u64| {
+            let old = (word >> shift) & 0xffff;
+            let new = alu::atom_apply(op, ty, old, b, c) & 0xffff;
+            (word & !(0xffff << shift)) | (new << shift)
+        };
+        let t = resolve(space, addr);
+        let word = match t {
+            Target::Global(a) => self.mem.find(a, 2, &mut self.hint).map(|(al, off)| {
+                // Storage is whole 8-byte words, so the aligned word around an in-bounds
+                // 2-byte value always exists.
+                al.update(off & !3, 4, f)
+            }),
+            Target::Shared(o) => read_le(self.shared, o & !3, 4)
+                .and_then(|w| write_le(self.shared, o & !3, 4, f(w)).map(|_| w)),
+            Target::Local(o) => {
+                let l = &mut local[lane as usize];
+                read_le(l, o & !3, 4).and_then(|w| write_le(l, o & !3, 4, f(w)).map(|_| w))
+            }
+            Target::Param(_) => None,
+        };
+        word.map(|w| (w >> shift) & 0xffff).ok_or(Fault::Illegal {
             lane,
             address: addr,
             space: space_name(&t),
@@ -1466,6 +1543,70 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                         }
                     }
                 }
+                Op::Lop3 { d, a, b, c, lut } => {
+                    let (a, b, c) = (
+                        row(regs, base, *a),
+                        row(regs, base, *b),
+                        row(regs, base, *c),
+                    );
+                    let lut = *lut;
+                    write_lanes(regs, base, *d, mask, |l| alu::lop3(a[l], b[l], c[l], lut));
+                }
+                Op::Mul24 {
+                    hi,
+                    signed,
+                    d,
+                    a,
+                    b,
+                    c,
+                } => {
+                    let (a, b, c) = (
+                        row(regs, base, *a),
+                        row(regs, base, *b),
+                        row(regs, base, *c),
+                    );
+                    let (hi, signed) = (*hi, *signed);
+                    write_lanes(regs, base, *d, mask, |l| {
+                        alu::mul24(hi, signed, a[l], b[l], c[l])
+                    });
+                }
+                Op::IsSpace { space, d, a } => {
+                    let a = row(regs, base, *a);
+                    let space = *space;
+                    write_lanes(regs, base, *d, mask, |l| {
+                        let t = resolve(MemSpace::Generic, a[l]);
+                        matches!(
+                            (space, t),
+                            (MemSpace::Global, Target::Global(_))
+                                | (MemSpace::Shared, Target::Shared(_))
+                                | (MemSpace::Local, Target::Local(_))
+                        ) as u64
+                    });
+                }
+                Op::CopyAsync {
+                    dst,
+                    src,
+                    size,
+                    src_size,
+                } => {
+                    let drow = dst.base.map(|b| row(regs, base, b));
+                    let srow = src.base.map(|b| row(regs, base, b));
+                    let nrow = src_size.map(|s| row(regs, base, s));
+                    for lane in lanes_of(mask) {
+                        let l = lane as usize;
+                        let da = drow.map_or(0, |r| r[l]).wrapping_add(dst.offset as u64);
+                        let sa = srow.map_or(0, |r| r[l]).wrapping_add(src.offset as u64);
+                        let n = nrow.map_or(*size, |r| (r[l] as u32).min(*size));
+                        for k in 0..*size as u64 / 4 {
+                            let v = if (k * 4) < n as u64 {
+                                env.load(&w.local, lane, MemSpace::Global, sa + k * 4, 4)?
+                            } else {
+                                0
+                            };
+                            env.store(&mut w.local, lane, MemSpace::Shared, da + k * 4, 4, v)?;
+                        }
+                    }
+                }
                 Op::Clock { d } => {
                     env.clock += 1;
                     let v = env.lane_instructions + env.clock;
@@ -1696,6 +1837,14 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                     let taken = mask;
                     let not_taken = active & !taken;
                     let frame = w.frames.last_mut().expect("frame");
+                    if taken != 0
+                        && *target <= pc
+                        && (env.cancel.load(Ordering::Relaxed) || env.abort.load(Ordering::Relaxed))
+                    {
+                        return Err(Fault::Cancelled {
+                            lane: taken.trailing_zeros(),
+                        });
+                    }
                     if taken != 0 && *target <= pc && frame.min_wait != u32::MAX {
                         frame.spins += 1;
                         if frame.spins > SPIN_LIMIT {

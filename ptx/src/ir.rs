@@ -574,6 +574,37 @@ pub enum Op {
     Clock {
         d: Slot,
     },
+    /// `lop3.b32 d, a, b, c, lut`: any three-input bitwise function.
+    Lop3 {
+        d: Slot,
+        a: Slot,
+        b: Slot,
+        c: Slot,
+        lut: u8,
+    },
+    /// `mul24`/`mad24` (`c` is the addend; a constant zero for mul24).
+    Mul24 {
+        hi: bool,
+        signed: bool,
+        d: Slot,
+        a: Slot,
+        b: Slot,
+        c: Slot,
+    },
+    /// `isspacep.space p, a`
+    IsSpace {
+        space: MemSpace,
+        d: Slot,
+        a: Slot,
+    },
+    /// `cp.async` from global to shared memory, performed synchronously (so the matching
+    /// commit/wait instructions have nothing left to wait for).
+    CopyAsync {
+        dst: Addr,
+        src: Addr,
+        size: u32,
+        src_size: Option<Slot>,
+    },
     /// Known instruction form the interpreter cannot execute: fails the launch if reached.
     Unsupported {
         what: String,

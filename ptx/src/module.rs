@@ -9,6 +9,7 @@ use crate::fatbin;
 use crate::ir::{Inst, Op, Ty};
 use crate::memory::DeviceMemory;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 
 /// A kernel's name and the layout of its parameter buffer (what `cuLaunchKernel`'s
 /// `kernelParams` must be packed into).
@@ -118,6 +119,28 @@ impl Module {
         memory: &DeviceMemory,
         threads: usize,
     ) -> Result<LaunchOutput, LaunchError> {
+        self.launch_cancellable(
+            kernel,
+            config,
+            params,
+            memory,
+            threads,
+            &AtomicBool::new(false),
+        )
+    }
+
+    /// Like [`Module::launch`]; setting `cancel` from another thread stops the launch at the
+    /// next block or loop iteration with [`LaunchError::Cancelled`] (a kernel that never ends
+    /// must not hold a worker thread forever).
+    pub fn launch_cancellable(
+        &self,
+        kernel: &str,
+        config: LaunchConfig,
+        params: &[u8],
+        memory: &DeviceMemory,
+        threads: usize,
+        cancel: &AtomicBool,
+    ) -> Result<LaunchOutput, LaunchError> {
         let k = self
             .kernel(kernel)
             .ok_or_else(|| LaunchError::NotFound(kernel.to_string()))?;
@@ -136,6 +159,7 @@ impl Module {
             params,
             &view,
             threads,
+            cancel,
         )
     }
 
