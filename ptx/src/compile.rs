@@ -129,6 +129,7 @@ struct FnCompiler<'a> {
 }
 
 const MAX_FRAME: u64 = 1 << 24;
+const MAX_REGISTERS: usize = 1 << 15;
 
 /// Compiles one function with a body.
 pub fn compile_function(
@@ -405,8 +406,13 @@ impl FnCompiler<'_> {
                     Some(n) => (0..n).map(|i| format!("{}{i}", v.name)).collect(),
                     None => vec![v.name.clone()],
                 };
-                if self.nslots as usize + names.len() > 1 << 20 {
-                    return Err(unsupported("more than a million registers", line));
+                // Each register costs 256 bytes per warp; bound what a module can make a
+                // worker allocate.
+                if self.nslots as usize + names.len() > MAX_REGISTERS {
+                    return Err(unsupported(
+                        format!("more than {MAX_REGISTERS} virtual registers in one function"),
+                        line,
+                    ));
                 }
                 for n in names {
                     let slot = self.new_slot();

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const FULL: u32 = u32::MAX;
-/// Local memory (stack) limit per thread; deeper recursion fails the launch.
-const MAX_LOCAL: usize = 1 << 20;
+/// Local memory (stack) limit per thread, as on CUDA devices; deeper recursion fails the launch.
+const MAX_LOCAL: usize = 512 * 1024;
 const BARRIERS: usize = 16;
 
 /// Launch geometry.
