@@ -249,9 +249,10 @@ pub fn read_f(ty: Ty, v: u64) -> f64 {
 }
 
 fn write_f16(ty: Ty, x: f64, round: Round) -> u64 {
+    let odd = f64_to_f32_odd(x);
     match ty {
-        Ty::F16 => f32_to_f16(f64_to_f32(x, round), round) as u64,
-        _ => f32_to_bf16(f64_to_f32(x, round), round) as u64,
+        Ty::F16 => f32_to_f16(odd, round) as u64,
+        _ => f32_to_bf16(odd, round) as u64,
     }
 }
 
@@ -767,14 +768,8 @@ pub fn cvt(
             let r = f64_to_f32(x, rnd);
             (if ftz { ftz32(r) } else { r }).to_bits() as u64
         }
-        Ty::F16 => {
-            if sty == Ty::F64 {
-                f32_to_f16(f64_to_f32(x, rnd), rnd) as u64
-            } else {
-                f32_to_f16(x as f32, rnd) as u64
-            }
-        }
-        _ => f32_to_bf16(x as f32, rnd) as u64,
+        Ty::F16 => f32_to_f16(f64_to_f32_odd(x), rnd) as u64,
+        _ => f32_to_bf16(f64_to_f32_odd(x), rnd) as u64,
     }
 }
 

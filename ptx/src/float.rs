@@ -117,6 +117,37 @@ pub fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
+/// Rounds an f64 to f32 with round-to-odd: rounding that result again to a format with at
+/// least two fewer significand bits (f16, bf16) gives the correctly rounded value, which
+/// rounding through f32 to nearest would not (double rounding).
+pub fn f64_to_f32_odd(x: f64) -> f32 {
+    let r = x as f32;
+    if x.is_nan() || !r.is_finite() || r as f64 == x {
+        return r;
+    }
+    // Truncate toward zero, then set the last significand bit.
+    let t = if (r as f64).abs() > x.abs() {
+        r.next_toward_zero()
+    } else {
+        r
+    };
+    f32::from_bits(t.to_bits() | 1)
+}
+
+trait NextTowardZero {
+    fn next_toward_zero(self) -> Self;
+}
+
+impl NextTowardZero for f32 {
+    fn next_toward_zero(self) -> f32 {
+        if self > 0.0 {
+            self.next_down()
+        } else {
+            self.next_up()
+        }
+    }
+}
+
 /// Rounds an f64 to f32 with a directed mode.
 pub fn f64_to_f32(x: f64, round: Round) -> f32 {
     let r = x as f32;
@@ -182,6 +213,15 @@ mod tests {
                 assert_eq!(f32_to_f16(f, Round::Nearest), h, "{h:#x}");
             }
         }
+    }
+
+    #[test]
+    fn f64_to_f16_rounds_once() {
+        // 1 + 2^-11 + 2^-40 is just above the halfway point between two f16 values: it must
+        // round up, although rounding to f32 first would land exactly on the tie.
+        let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(f32_to_f16(f64_to_f32_odd(x), Round::Nearest), 0x3c01);
+        assert_eq!(f32_to_f16(x as f32, Round::Nearest), 0x3c00);
     }
 
     #[test]
