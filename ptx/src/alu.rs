@@ -211,6 +211,29 @@ pub fn lop3(a: u64, b: u64, c: u64, lut: u8) -> u64 {
     d & 0xffff_ffff
 }
 
+/// `dp4a` / `dp2a`: integer dot products with 32-bit accumulation.
+pub fn dot(two: bool, hi: bool, a_signed: bool, b_signed: bool, a: u64, b: u64, c: u64) -> u64 {
+    let byte = |v: u64, i: u32, s: bool| {
+        let x = (v >> (8 * i)) & 0xff;
+        if s { sext(x, 8) } else { x as i64 }
+    };
+    let half = |v: u64, i: u32, s: bool| {
+        let x = (v >> (16 * i)) & 0xffff;
+        if s { sext(x, 16) } else { x as i64 }
+    };
+    let sum: i64 = if two {
+        let first = if hi { 2 } else { 0 };
+        (0..2)
+            .map(|i| half(a, i, a_signed) * byte(b, first + i, b_signed))
+            .sum()
+    } else {
+        (0..4)
+            .map(|i| byte(a, i, a_signed) * byte(b, i, b_signed))
+            .sum()
+    };
+    (c as i64).wrapping_add(sum) as u64 & 0xffff_ffff
+}
+
 pub fn mul24(hi: bool, signed: bool, a: u64, b: u64, c: u64) -> u64 {
     let ext = |v: u64| {
         if signed {

@@ -1023,6 +1023,23 @@ impl FnCompiler<'_> {
                     c,
                 }
             }
+            "dp4a" | "dp2a" => {
+                let tys = m.types();
+                let (Some(&at), Some(&bt)) = (tys.first(), tys.get(1)) else {
+                    return Err(bad(format!("{} needs two types", i.opcode), line));
+                };
+                let [d, a, b, c] = operands::<4>(i)?;
+                Op::Dot {
+                    two: i.opcode == "dp2a",
+                    hi: m.has("hi"),
+                    a_signed: at.is_signed(),
+                    b_signed: bt.is_signed(),
+                    d: self.dst(d, line)?,
+                    a: self.src(a, at, line)?,
+                    b: self.src(b, bt, line)?,
+                    c: self.src(c, Ty::B32, line)?,
+                }
+            }
             "isspacep" => {
                 let space = match m.space() {
                     Some(Space::Global) => MemSpace::Global,
@@ -1067,10 +1084,10 @@ impl FnCompiler<'_> {
                     src_size,
                 }
             }
-            "addc" | "subc" | "madc" | "dp4a" | "dp2a" | "brx" | "tex" | "tld4" | "suld"
-            | "sust" | "sured" | "suq" | "txq" | "istypep" | "cp" | "mbarrier" | "wmma" | "mma"
-            | "ldmatrix" | "stmatrix" | "wgmma" | "cvt.pack" | "elect" | "setmaxnreg"
-            | "alloca" | "stackrestore" | "stacksave" | "multimem" | "cp.async" | "tensormap"
+            "addc" | "subc" | "madc" | "brx" | "tex" | "tld4" | "suld" | "sust" | "sured"
+            | "suq" | "txq" | "istypep" | "cp" | "mbarrier" | "wmma" | "mma" | "ldmatrix"
+            | "stmatrix" | "wgmma" | "cvt.pack" | "elect" | "setmaxnreg" | "alloca"
+            | "stackrestore" | "stacksave" | "multimem" | "cp.async" | "tensormap"
             | "getctarank" | "mapa" | "movmatrix" | "fns" | "bmsk" | "szext" | "vabsdiff"
             | "vadd" | "vsub" | "vmad" | "vmax" | "vmin" | "vset" | "vshl" | "vshr" => {
                 Op::Unsupported { what: full() }

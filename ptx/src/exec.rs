@@ -1570,6 +1570,26 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                         alu::mul24(hi, signed, a[l], b[l], c[l])
                     });
                 }
+                Op::Dot {
+                    two,
+                    hi,
+                    a_signed,
+                    b_signed,
+                    d,
+                    a,
+                    b,
+                    c,
+                } => {
+                    let (a, b, c) = (
+                        row(regs, base, *a),
+                        row(regs, base, *b),
+                        row(regs, base, *c),
+                    );
+                    let (two, hi, sa, sb) = (*two, *hi, *a_signed, *b_signed);
+                    write_lanes(regs, base, *d, mask, |l| {
+                        alu::dot(two, hi, sa, sb, a[l], b[l], c[l])
+                    });
+                }
                 Op::IsSpace { space, d, a } => {
                     let a = row(regs, base, *a);
                     let space = *space;

@@ -591,6 +591,17 @@ pub enum Op {
         b: Slot,
         c: Slot,
     },
+    /// `dp4a` (four byte products) or `dp2a.lo/.hi` (two 16-bit x byte products), plus `c`.
+    Dot {
+        two: bool,
+        hi: bool,
+        a_signed: bool,
+        b_signed: bool,
+        d: Slot,
+        a: Slot,
+        b: Slot,
+        c: Slot,
+    },
     /// `isspacep.space p, a`
     IsSpace {
         space: MemSpace,

@@ -538,6 +538,62 @@ fn constant_memory_set_through_module_globals() {
 }
 
 #[test]
+fn dynamic_shared_memory_and_syncthreads_count() {
+    let mem = memory();
+    for m in load_builds("dynamic_shared", &mem) {
+        let (blocks, threads) = (5usize, 96usize);
+        let mut s = 17;
+        let data: Vec<i32> = (0..blocks * threads)
+            .map(|_| (lcg(&mut s) % 200) as i32 - 100)
+            .collect();
+        let (din, dout, dpos) = (
+            upload(&mem, &data),
+            upload(&mem, &vec![0i32; data.len()]),
+            upload(&mem, &vec![0i32; blocks]),
+        );
+        run(
+            &m,
+            &mem,
+            "reverse_blocks",
+            cfg(
+                [blocks as u32, 1, 1],
+                [threads as u32, 1, 1],
+                (threads * 4) as u32,
+            ),
+            &[Arg::Ptr(din), Arg::Ptr(dout), Arg::Ptr(dpos)],
+        );
+        let got = download_u32(&mem, dout, data.len());
+        let pos = download_u32(&mem, dpos, blocks);
+        for (b, chunk) in data.chunks(threads).enumerate() {
+            for t in 0..threads {
+                assert_eq!(got[b * threads + t] as i32, chunk[threads - 1 - t]);
+            }
+            assert_eq!(pos[b] as usize, chunk.iter().filter(|&&v| v > 0).count());
+        }
+        // Too little dynamic shared memory for the block is caught, not a host crash.
+        let params = pack(
+            &m,
+            "reverse_blocks",
+            &[Arg::Ptr(din), Arg::Ptr(dout), Arg::Ptr(dpos)],
+        );
+        let err = m
+            .launch(
+                "reverse_blocks",
+                cfg([1, 1, 1], [threads as u32, 1, 1], 16),
+                &params,
+                &mem,
+                1,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.cuda_code(),
+            gpufn_ptx::CudaCode::IllegalAddress,
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn machine_code_only_fatbin_asks_for_ptx() {
     let image = compile("vector_add", &["-gencode", "arch=compute_90,code=sm_90"]);
     let err = gpufn_ptx::Module::load(&image, 90, &memory()).unwrap_err();
