@@ -1,4 +1,4 @@
-//! Runs the swap benchmark: `bench_swap [DIR] [SIZE_MIB,...] [buffered]`.
+//! Runs the swap benchmark: `bench_swap [DIR] [SIZE_MIB,...] [direct|buffered] [REPEATS]`.
 //! Example: `cargo run --release -p gpufn-swap --example bench_swap -- /var/tmp/swapbench 256,1024`.
 
 fn main() {
@@ -13,6 +13,9 @@ fn main() {
     }
     if args.next().as_deref() == Some("buffered") {
         config.direct_io = false;
+    }
+    if let Some(repeats) = args.next() {
+        config.repeats = repeats.parse().expect("REPEATS is a number");
     }
     match gpufn_swap::bench::run(&config) {
         Ok(report) => print!("{report}"),

@@ -3,8 +3,9 @@
 //! read with the same I/O mode for the disk tier.
 //!
 //! Baselines and swaps are measured in alternation, one warm-up round and then `repeats` rounds,
-//! and each figure is the best of its rounds (page faults of first use are not counted on either
-//! side, and both sides see the same machine conditions). For the buffered disk mode the file's pages are dropped from the
+//! (page faults of first use are not counted on either side, and both sides see the same machine
+//! conditions). It reports the best round of each figure and, more robust on a busy machine, the
+//! median over rounds of each swap's throughput relative to its baseline of the same round. For the buffered disk mode the file's pages are dropped from the
 //! page cache before reading (`POSIX_FADV_DONTNEED`), so reads come from the disk.
 
 use std::fmt;
@@ -44,7 +45,8 @@ impl BenchConfig {
     }
 }
 
-/// Throughputs in bytes per second for one session size.
+/// Throughputs in bytes per second (best round) for one session size, and the median over the
+/// rounds of each swap's throughput relative to its baseline measured in the same round.
 #[derive(Clone, Debug)]
 pub struct BenchRow {
     pub size: u64,
@@ -55,6 +57,9 @@ pub struct BenchRow {
     pub disk_read: f64,
     pub disk_out: f64,
     pub disk_in: f64,
+    /// Median per-round ratios: host out / memcpy, host in / memcpy, disk out / disk write,
+    /// disk in / disk read.
+    pub median_ratios: [f64; 4],
 }
 
 #[derive(Clone, Debug)]
@@ -78,16 +83,6 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         direct_io: config.direct_io,
         rows,
     })
-}
-
-/// Shortest durations seen for each measurement.
-#[derive(Clone, Copy)]
-struct Best([Duration; 7]);
-
-impl Best {
-    fn update(&mut self, which: usize, d: Duration) {
-        self.0[which] = self.0[which].min(d);
-    }
 }
 
 const MEMCPY: usize = 0;
@@ -117,14 +112,11 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
         }),
     )?;
     let baseline = config.dir.join("bench-baseline.tmp");
-    let mut best = Best([Duration::MAX; 7]);
+    let mut rounds: Vec<[Duration; 7]> = Vec::new();
     let result = (|| {
-        for round in 0..=config.repeats.max(1) {
-            let mut record = |which: usize, d: Duration| {
-                if round > 0 {
-                    best.update(which, d);
-                }
-            };
+        for _ in 0..=config.repeats.max(1) {
+            let mut round = [Duration::MAX; 7];
+            let mut record = |which: usize, d: Duration| round[which] = round[which].min(d);
             // The baseline is the faster of one large memcpy and chunk-size memcpys (which
             // use different store strategies in libc), so the swap is not flattered.
             let src = device.get(allocations[0].device_address).expect("mapped");
@@ -151,6 +143,7 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
             let (out, into) = round_trip(&disk, &mut device, &allocations, Tier::Disk)?;
             record(DISK_OUT, out);
             record(DISK_IN, into);
+            rounds.push(round);
         }
         Ok(())
     })();
@@ -163,7 +156,22 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
             "benchmark data differs after the swap round trips".into(),
         ));
     }
-    let r = |which: usize| rate(size, best.0[which]);
+    let measured = &rounds[1..]; // The first round is the warm-up.
+    let r = |which: usize| {
+        rate(
+            size,
+            measured.iter().map(|d| d[which]).min().expect("rounds"),
+        )
+    };
+    // A ratio of throughputs is the inverse ratio of durations.
+    let median_ratio = |swap: usize, baseline: usize| {
+        let mut ratios: Vec<f64> = measured
+            .iter()
+            .map(|d| d[baseline].as_secs_f64() / d[swap].as_secs_f64().max(1e-9))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
     Ok(BenchRow {
         size,
         memcpy: r(MEMCPY),
@@ -173,6 +181,12 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
         disk_read: r(DISK_READ),
         disk_out: r(DISK_OUT),
         disk_in: r(DISK_IN),
+        median_ratios: [
+            median_ratio(HOST_OUT, MEMCPY),
+            median_ratio(HOST_IN, MEMCPY),
+            median_ratio(DISK_OUT, DISK_WRITE),
+            median_ratio(DISK_IN, DISK_READ),
+        ],
     })
 }
 
@@ -313,10 +327,10 @@ fn machine_description() -> String {
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let gb = |bps: f64| bps / 1e9;
-        let pct = |a: f64, b: f64| 100.0 * a / b.max(1e-9);
+        let pct = |ratio: f64| 100.0 * ratio;
         writeln!(
             f,
-            "gpufn swap benchmark: {}; chunk {} MiB; disk I/O {}; best of repeats, GB/s",
+            "gpufn swap benchmark: {}; chunk {} MiB; disk I/O {}",
             self.machine,
             self.chunk_size >> 20,
             if self.direct_io {
@@ -327,25 +341,35 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
+            "GB/s of the best round; in parentheses: best/best, and the median over rounds of the \
+             swap relative to its baseline in the same round"
+        )?;
+        writeln!(
+            f,
             "| size | memcpy | host out | host in | disk write | disk read | disk out | disk in |"
         )?;
         writeln!(f, "|---|---|---|---|---|---|---|---|")?;
         for r in &self.rows {
+            let [m_host_out, m_host_in, m_disk_out, m_disk_in] = r.median_ratios;
             writeln!(
                 f,
-                "| {} MiB | {:.2} | {:.2} ({:.0}%) | {:.2} ({:.0}%) | {:.2} | {:.2} | {:.2} ({:.0}%) | {:.2} ({:.0}%) |",
+                "| {} MiB | {:.2} | {:.2} ({:.0}%, {:.0}%) | {:.2} ({:.0}%, {:.0}%) | {:.2} | {:.2} | {:.2} ({:.0}%, {:.0}%) | {:.2} ({:.0}%, {:.0}%) |",
                 r.size >> 20,
                 gb(r.memcpy),
                 gb(r.host_out),
-                pct(r.host_out, r.memcpy),
+                pct(r.host_out / r.memcpy),
+                pct(m_host_out),
                 gb(r.host_in),
-                pct(r.host_in, r.memcpy),
+                pct(r.host_in / r.memcpy),
+                pct(m_host_in),
                 gb(r.disk_write),
                 gb(r.disk_read),
                 gb(r.disk_out),
-                pct(r.disk_out, r.disk_write),
+                pct(r.disk_out / r.disk_write),
+                pct(m_disk_out),
                 gb(r.disk_in),
-                pct(r.disk_in, r.disk_read),
+                pct(r.disk_in / r.disk_read),
+                pct(m_disk_in),
             )?;
         }
         Ok(())

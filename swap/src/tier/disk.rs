@@ -11,8 +11,9 @@
 //! instead). Directories of other worker ids sharing `base` are left alone.
 //!
 //! Data files are preallocated (`fallocate`), written with large sequential writes at chunk
-//! offsets, fsynced before the swap-out is reported durable and then dropped from the page
-//! cache, so swapped-out memory does not stay resident twice. With `direct_io` files are opened
+//! offsets, fsynced before the swap-out is reported durable (which also surfaces write errors
+//! of buffered I/O) and then dropped from the page cache, so swapped-out memory does not stay
+//! resident twice. With `direct_io` files are opened
 //! with O_DIRECT (page-aligned buffers, chunk-aligned offsets, the tail padded with zeros).
 //!
 //! Removing a session's files renames them into `trash/` and a background thread unlinks them:
@@ -20,7 +21,6 @@
 //! `discard`), which must not delay a swap-in.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -156,19 +156,13 @@ impl DiskTier {
         Ok(DiskReader { file, path })
     }
 
-    /// Writes the manifest of a session durably (write to a temporary name, fsync, rename,
-    /// fsync the directory), after its data file is durable.
+    /// Writes the manifest of a session, after its data file is durable. It is not fsynced
+    /// itself (nor is the directory): swap files never outlive the worker process (the next
+    /// start deletes them), so only the data needs to be on the disk before the device memory
+    /// goes, and the manifest is read back from the page cache at worst.
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let path = self.manifest_path(manifest.session);
-        let tmp = path.with_extension("manifest.tmp");
-        let mut file = File::create(&tmp).map_err(|e| SwapError::io("creating", &tmp, e))?;
-        file.write_all(&manifest.encode())
-            .and_then(|_| file.sync_all())
-            .map_err(|e| SwapError::io("writing", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| SwapError::io("renaming", &tmp, e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| SwapError::io("syncing directory", &self.dir, e))
+        fs::write(&path, manifest.encode()).map_err(|e| SwapError::io("writing", &path, e))
     }
 
     pub fn read_manifest(&self, session: SessionId) -> std::io::Result<Vec<u8>> {
