@@ -114,8 +114,21 @@ pub struct Hello {
 pub struct Welcome {
     pub protocol_version: u16,
     pub session: SessionId,
+    /// The device address range reserved for the session: every allocation of the session
+    /// lies inside it, so a client may carve addresses itself ([`Request::MemAlloc`] with an
+    /// address) and pointers stay valid across swap-out and swap-in. `None` for connections
+    /// that are not device sessions.
+    pub memory: Option<MemoryRange>,
     /// Free-form server description for logs.
     pub server: String,
+}
+
+/// A range of device addresses.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryRange {
+    pub base: u64,
+    pub size: u64,
 }
 
 /// How a session asks for resources.
