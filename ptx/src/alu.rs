@@ -234,6 +234,42 @@ pub fn dot(two: bool, hi: bool, a_signed: bool, b_signed: bool, a: u64, b: u64, 
     (c as i64).wrapping_add(sum) as u64 & 0xffff_ffff
 }
 
+/// One step of a carry chain: returns (result, carry-out).
+pub fn carry(kind: CarryKind, ty: Ty, a: u64, b: u64, c: u64, cf: u64) -> (u64, u64) {
+    let bits = ty.bits();
+    let m = mask(bits) as u128;
+    let (a, b, c, cf) = (
+        a as u128 & m,
+        b as u128 & m,
+        c as u128 & m,
+        (cf & 1) as u128,
+    );
+    match kind {
+        CarryKind::Add => {
+            let s = a + b + cf;
+            ((s & m) as u64, (s >> bits) as u64 & 1)
+        }
+        CarryKind::Sub => {
+            let s = a.wrapping_sub(b).wrapping_sub(cf);
+            ((s & m) as u64, (a < b + cf) as u64)
+        }
+        CarryKind::MadLo | CarryKind::MadHi => {
+            let p = if ty.is_signed() {
+                (sext(a as u64, bits) as i128 * sext(b as u64, bits) as i128) as u128
+            } else {
+                a * b
+            };
+            let part = if kind == CarryKind::MadHi {
+                (p >> bits) & m
+            } else {
+                p & m
+            };
+            let s = part + c + cf;
+            ((s & m) as u64, (s >> bits) as u64 & 1)
+        }
+    }
+}
+
 pub fn mul24(hi: bool, signed: bool, a: u64, b: u64, c: u64) -> u64 {
     let ext = |v: u64| {
         if signed {

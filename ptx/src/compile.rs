@@ -126,6 +126,7 @@ struct FnCompiler<'a> {
     frame_size: u64,
     shared_next: &'a mut u32,
     scratch: Option<Slot>,
+    carry_flag: Option<Slot>,
 }
 
 const MAX_FRAME: u64 = 1 << 24;
@@ -154,6 +155,7 @@ pub fn compile_function(
         frame_size: if f.is_entry { 0 } else { sig.size as u64 },
         shared_next,
         scratch: None,
+        carry_flag: None,
     };
     for p in sig.params.iter().chain(&sig.returns) {
         let sym = if f.is_entry {
@@ -682,6 +684,8 @@ impl FnCompiler<'_> {
         let line = i.line;
         let full = || format!("{}.{}", i.opcode, i.mods.join("."));
         Ok(match i.opcode.as_str() {
+            "addc" | "subc" | "madc" => self.carry(i)?,
+            "add" | "sub" | "mad" if m.has("cc") => self.carry(i)?,
             "mov" => self.mov(i)?,
             "ld" | "ldu" => self.ld(i)?,
             "st" => self.st(i)?,
@@ -1084,14 +1088,12 @@ impl FnCompiler<'_> {
                     src_size,
                 }
             }
-            "addc" | "subc" | "madc" | "brx" | "tex" | "tld4" | "suld" | "sust" | "sured"
-            | "suq" | "txq" | "istypep" | "cp" | "mbarrier" | "wmma" | "mma" | "ldmatrix"
-            | "stmatrix" | "wgmma" | "cvt.pack" | "elect" | "setmaxnreg" | "alloca"
-            | "stackrestore" | "stacksave" | "multimem" | "cp.async" | "tensormap"
-            | "getctarank" | "mapa" | "movmatrix" | "fns" | "bmsk" | "szext" | "vabsdiff"
-            | "vadd" | "vsub" | "vmad" | "vmax" | "vmin" | "vset" | "vshl" | "vshr" => {
-                Op::Unsupported { what: full() }
-            }
+            "brx" | "tex" | "tld4" | "suld" | "sust" | "sured" | "suq" | "txq" | "istypep"
+            | "cp" | "mbarrier" | "wmma" | "mma" | "ldmatrix" | "stmatrix" | "wgmma"
+            | "cvt.pack" | "elect" | "setmaxnreg" | "alloca" | "stackrestore" | "stacksave"
+            | "multimem" | "cp.async" | "tensormap" | "getctarank" | "mapa" | "movmatrix"
+            | "fns" | "bmsk" | "szext" | "vabsdiff" | "vadd" | "vsub" | "vmad" | "vmax"
+            | "vmin" | "vset" | "vshl" | "vshr" => Op::Unsupported { what: full() },
             other => {
                 return Err(unsupported(format!("instruction {other}"), line));
             }
@@ -1294,6 +1296,57 @@ impl FnCompiler<'_> {
             });
         }
         Ok(Op::IntBin { op, ty, d, a, b })
+    }
+
+    /// The carry-chain forms; the carry flag is one hidden register per function.
+    fn carry(&mut self, i: &ast::Instr) -> Result<Op, LoadError> {
+        let line = i.line;
+        let m = Mods(&i.mods);
+        let ty = self.ty1(i)?;
+        let kind = match i.opcode.as_str() {
+            "add" | "addc" => CarryKind::Add,
+            "sub" | "subc" => CarryKind::Sub,
+            _ if m.has("hi") => CarryKind::MadHi,
+            _ => CarryKind::MadLo,
+        };
+        let use_cf = i.opcode.ends_with('c');
+        let set_cf = m.has("cc");
+        let ops = &i.operands;
+        let want = if matches!(kind, CarryKind::MadLo | CarryKind::MadHi) {
+            4
+        } else {
+            3
+        };
+        if ops.len() != want || !matches!(ty.bits(), 32 | 64) {
+            return Err(bad(
+                format!("{} needs {want} operands of 32 or 64 bits", i.opcode),
+                line,
+            ));
+        }
+        let cf = match self.carry_flag {
+            Some(s) => s,
+            None => {
+                let s = self.new_slot();
+                self.carry_flag = Some(s);
+                s
+            }
+        };
+        let c = if want == 4 {
+            self.src(&ops[3], ty, line)?
+        } else {
+            self.konst(0)
+        };
+        Ok(Op::Carry {
+            kind,
+            use_cf,
+            set_cf,
+            ty,
+            d: self.dst(&ops[0], line)?,
+            a: self.src(&ops[1], ty, line)?,
+            b: self.src(&ops[2], ty, line)?,
+            c,
+            cf,
+        })
     }
 
     fn unary(&mut self, i: &ast::Instr) -> Result<Op, LoadError> {

@@ -1590,6 +1590,39 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                         alu::dot(two, hi, sa, sb, a[l], b[l], c[l])
                     });
                 }
+                Op::Carry {
+                    kind,
+                    use_cf,
+                    set_cf,
+                    ty,
+                    d,
+                    a,
+                    b,
+                    c,
+                    cf,
+                } => {
+                    let (av, bv, cv, fv) = (
+                        row(regs, base, *a),
+                        row(regs, base, *b),
+                        row(regs, base, *c),
+                        row(regs, base, *cf),
+                    );
+                    let (kind, ty, use_cf) = (*kind, *ty, *use_cf);
+                    let step = |l: usize| {
+                        alu::carry(
+                            kind,
+                            ty,
+                            av[l],
+                            bv[l],
+                            cv[l],
+                            if use_cf { fv[l] } else { 0 },
+                        )
+                    };
+                    write_lanes(regs, base, *d, mask, |l| step(l).0);
+                    if *set_cf {
+                        write_lanes(regs, base, *cf, mask, |l| step(l).1);
+                    }
+                }
                 Op::IsSpace { space, d, a } => {
                     let a = row(regs, base, *a);
                     let space = *space;

@@ -242,6 +242,14 @@ pub enum AtomOp {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarryKind {
+    Add,
+    Sub,
+    MadLo,
+    MadHi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShflMode {
     Up,
     Down,
@@ -601,6 +609,19 @@ pub enum Op {
         a: Slot,
         b: Slot,
         c: Slot,
+    },
+    /// Extended-precision arithmetic with the carry flag `cf` (a hidden per-lane register):
+    /// `add.cc addc sub.cc subc mad.lo/hi.cc madc.lo/hi`.
+    Carry {
+        kind: CarryKind,
+        use_cf: bool,
+        set_cf: bool,
+        ty: Ty,
+        d: Slot,
+        a: Slot,
+        b: Slot,
+        c: Slot,
+        cf: Slot,
     },
     /// `isspacep.space p, a`
     IsSpace {

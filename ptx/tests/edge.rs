@@ -521,7 +521,7 @@ fn unknown_instruction_fails_the_load_naming_it() {
     );
     // Known but unimplemented forms fail only the launch that reaches them.
     let m = load(
-        ".visible .entry k(.param .u32 x)\n{\n .reg .b32 %r<3>;\n .reg .pred %p;\n ld.param.u32 %r1, [x];\n setp.eq.u32 %p, %r1, 0;\n @%p bra END;\n addc.u32 %r2, %r1, %r1;\nEND:\n ret;\n}\n",
+        ".visible .entry k(.param .u32 x)\n{\n .reg .b32 %r<3>;\n .reg .pred %p;\n ld.param.u32 %r1, [x];\n setp.eq.u32 %p, %r1, 0;\n @%p bra END;\n brx.idx %r1, TARGETS;\nEND:\n ret;\n}\n",
         &mem,
     );
     m.launch(
@@ -542,7 +542,7 @@ fn unknown_instruction_fails_the_load_naming_it() {
         )
         .unwrap_err();
     assert_eq!(err.cuda_code(), CudaCode::NotSupported);
-    assert!(err.to_string().contains("addc"), "{err}");
+    assert!(err.to_string().contains("brx"), "{err}");
 }
 
 #[test]

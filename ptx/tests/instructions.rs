@@ -152,6 +152,27 @@ fn integer_instructions() {
         ),
         ("sad.u32 %r4, %r1, %r2, %r3;", 3, 10, 100, 107),
         (
+            "add.cc.u32 %r5, %r1, %r2; addc.u32 %r4, %r3, 0;",
+            u32::MAX,
+            2,
+            7,
+            8,
+        ),
+        (
+            "sub.cc.u32 %r5, %r1, %r2; subc.u32 %r4, %r3, 0;",
+            1,
+            2,
+            7,
+            6,
+        ),
+        (
+            "mad.lo.cc.u32 %r5, %r1, %r2, 0xffffffff; madc.hi.u32 %r4, %r1, %r2, %r3;",
+            0x8000_0001,
+            4,
+            10,
+            2 + 10 + 1,
+        ),
+        (
             "dp4a.s32.s32 %r4, %r1, %r2, %r3;",
             0x01ff_0203,
             0x0402_ff01,
