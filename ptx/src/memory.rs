@@ -125,8 +125,16 @@ impl Allocation {
     }
 
     fn read_bytes(&self, off: u64, out: &mut [u8]) {
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = self.load(off + i as u64, 1) as u8;
+        let mut i = 0usize;
+        while i < out.len() {
+            let at = off + i as u64;
+            if at.is_multiple_of(8) && out.len() - i >= 8 {
+                out[i..i + 8].copy_from_slice(&self.load(at, 8).to_le_bytes());
+                i += 8;
+            } else {
+                out[i] = self.load(at, 1) as u8;
+                i += 1;
+            }
         }
     }
 
@@ -272,6 +280,27 @@ impl DeviceMemory {
         Ok(())
     }
 
+    /// Copies `len` bytes between two device ranges (cuMemcpyDtoD); the ranges may overlap.
+    pub fn copy(&self, dst: u64, src: u64, len: u64) -> Result<(), MemoryError> {
+        let (from, src_off) = self.find(src, len)?;
+        let (to, dst_off) = self.find(dst, len)?;
+        let mut buf = vec![0u8; len as usize];
+        from.read_bytes(src_off, &mut buf);
+        to.write_bytes(dst_off, &buf);
+        Ok(())
+    }
+
+    /// Sets `len` bytes to repetitions of `pattern` (cuMemsetD8/D16/D32).
+    pub fn fill(&self, address: u64, len: u64, pattern: &[u8]) -> Result<(), MemoryError> {
+        if pattern.is_empty() || !len.is_multiple_of(pattern.len() as u64) {
+            return Err(MemoryError::InvalidAddress { address, size: len });
+        }
+        let (a, off) = self.find(address, len)?;
+        let buf: Vec<u8> = pattern.iter().copied().cycle().take(len as usize).collect();
+        a.write_bytes(off, &buf);
+        Ok(())
+    }
+
     /// A consistent view of the allocation table for one launch.
     pub(crate) fn view(&self) -> MemView {
         let t = self.table();
@@ -336,6 +365,27 @@ mod tests {
         m.free(a).unwrap();
         assert!(m.read(a, &mut out).is_err());
         assert_eq!(m.free(a), Err(MemoryError::NotAllocated(a)));
+    }
+
+    #[test]
+    fn copy_and_fill() {
+        let m = DeviceMemory::new(1 << 20);
+        let a = m.allocate(64).unwrap();
+        let b = m.allocate(64).unwrap();
+        m.fill(a, 64, &[1, 2, 3, 4]).unwrap();
+        m.copy(b + 3, a + 1, 20).unwrap();
+        let mut out = [0u8; 8];
+        m.read(b, &mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 2, 3, 4, 1, 2]);
+        assert!(m.copy(b + 60, a, 8).is_err());
+        assert!(m.fill(a, 6, &[0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn handles_are_shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<DeviceMemory>();
+        send_sync::<crate::Module>();
     }
 
     #[test]
