@@ -2033,9 +2033,8 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                             }
                         }
                     }
-                    if *kind == BarKind::Arrive {
-                        pc += 1;
-                    } else {
+                    // bar.arrive just counts; the common tail below moves past it.
+                    if *kind != BarKind::Arrive {
                         let frame = w.frames.last_mut().expect("frame");
                         frame.waiting.push(Group {
                             pc: pc + 1,

@@ -594,6 +594,33 @@ fn dynamic_shared_memory_and_syncthreads_count() {
 }
 
 #[test]
+fn debug_builds_with_line_info_and_dwarf_sections() {
+    let mem = memory();
+    for flags in [
+        &["-arch=sm_90", "-G"][..],
+        &["-arch=compute_80", "-lineinfo"][..],
+    ] {
+        let m = gpufn_ptx::Module::load(&compile("softmax", flags), 90, &mem)
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+        let (rows, cols) = (2, 50);
+        let x = floats(rows * cols, 18);
+        let (dx, dy) = (upload(&mem, &x), upload(&mem, &vec![0f32; rows * cols]));
+        run(
+            &m,
+            &mem,
+            "softmax",
+            cfg([rows as u32, 1, 1], [128, 1, 1], 0),
+            &[Arg::Ptr(dx), Arg::Ptr(dy), Arg::I32(cols as i32)],
+        );
+        let got = download_f32(&mem, dy, rows * cols);
+        for r in got.chunks(cols) {
+            let sum: f32 = r.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{flags:?}: row sums to {sum}");
+        }
+    }
+}
+
+#[test]
 fn machine_code_only_fatbin_asks_for_ptx() {
     let image = compile("vector_add", &["-gencode", "arch=compute_90,code=sm_90"]);
     let err = gpufn_ptx::Module::load(&image, 90, &memory()).unwrap_err();

@@ -73,6 +73,54 @@ JOIN:
     assert_eq!(download_u32(&mem, out, 64), want);
 }
 
+/// Producer/consumer with a named barrier: warp 0 writes and `bar.arrive`s, warp 1 waits in
+/// `bar.sync 1, 64` and reads. Warp 1 runs first on the host, so it must really wait.
+#[test]
+fn named_barrier_producer_consumer() {
+    let mem = memory();
+    let m = load(
+        r#"
+.visible .entry k(.param .u64 out)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<10>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b32 buf[32];
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    and.b32 %r2, %r1, 31;
+    shl.b32 %r3, %r2, 2;
+    mov.u32 %r4, buf;
+    add.u32 %r5, %r4, %r3;
+    setp.ge.u32 %p1, %r1, 32;
+    @%p1 bra CONSUMER;
+    mul.lo.u32 %r6, %r1, %r1;
+    st.shared.u32 [%r5], %r6;
+    bar.arrive 1, 64;
+    ret;
+CONSUMER:
+    bar.sync 1, 64;
+    ld.shared.u32 %r7, [%r5];
+    mul.wide.u32 %rd2, %r2, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r7;
+    ret;
+}
+"#,
+        &mem,
+    );
+    let out = upload(&mem, &[0u32; 32]);
+    run(
+        &m,
+        &mem,
+        "k",
+        cfg([2, 1, 1], [64, 1, 1], 0),
+        &[Arg::Ptr(out)],
+    );
+    let want: Vec<u32> = (0..32u32).map(|t| t * t).collect();
+    assert_eq!(download_u32(&mem, out, 32), want);
+}
+
 /// `bar.red.popc` (`__syncthreads_count`) counts the predicate over the whole block.
 #[test]
 fn barrier_reduction_counts_across_warps() {
