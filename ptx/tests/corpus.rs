@@ -355,6 +355,26 @@ fn noinline_and_recursive_device_functions() {
         }
         let want: Vec<f32> = vecs.iter().map(|v| v * 2.0).collect();
         assert_eq!(download_f32(&mem, dv, 2 * n), want);
+
+        let mut s = 19;
+        let data: Vec<i32> = (0..n * 12)
+            .map(|_| (lcg(&mut s) % 1000) as i32 - 500)
+            .collect();
+        let (din, dout) = (upload(&mem, &data), upload(&mem, &vec![0i32; n * 12]));
+        run(
+            &m,
+            &mem,
+            "local_sort",
+            cfg([2, 1, 1], [64, 1, 1], 0),
+            &[Arg::Ptr(din), Arg::Ptr(dout), Arg::I32(n as i32)],
+        );
+        let got = download_u32(&mem, dout, n * 12);
+        for (t, chunk) in data.chunks(12).enumerate() {
+            let mut sorted = chunk.to_vec();
+            sorted.sort();
+            let g: Vec<i32> = got[t * 12..t * 12 + 12].iter().map(|&v| v as i32).collect();
+            assert_eq!(g, sorted, "thread {t}");
+        }
     }
 }
 

@@ -18,3 +18,16 @@ extern "C" __global__ void calls(int* steps, unsigned long long* fibs, float2* v
     fibs[i] = fib(i % 20);
     vecs[i] = scale(vecs[i], 2.0f);
 }
+// Per-thread array indexed dynamically (lives in local memory), sorted by insertion sort.
+extern "C" __global__ void local_sort(const int* in, int* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int a[12];
+    for (int k = 0; k < 12; ++k) a[k] = in[i * 12 + k];
+    for (int k = 1; k < 12; ++k) {
+        int v = a[k], j = k - 1;
+        while (j >= 0 && a[j] > v) { a[j + 1] = a[j]; --j; }
+        a[j + 1] = v;
+    }
+    for (int k = 0; k < 12; ++k) out[i * 12 + k] = a[k];
+}
