@@ -121,6 +121,90 @@ CONSUMER:
     assert_eq!(download_u32(&mem, out, 32), want);
 }
 
+/// A barrier inside a called function, a guarded call, and `exit` inside a callee.
+#[test]
+fn barriers_guards_and_exit_inside_calls() {
+    let mem = memory();
+    let m = load(
+        r#"
+.func (.param .b32 r) publish(.param .b32 x)
+{
+    .reg .b32 %r<8>;
+    .shared .align 4 .b32 slots[64];
+    ld.param.b32 %r1, [x];
+    mov.u32 %r2, %tid.x;
+    shl.b32 %r3, %r2, 2;
+    mov.u32 %r4, slots;
+    add.u32 %r5, %r4, %r3;
+    st.shared.u32 [%r5], %r1;
+    bar.sync 0;
+    xor.b32 %r6, %r3, 4;
+    add.u32 %r6, %r4, %r6;
+    ld.shared.u32 %r7, [%r6];
+    st.param.b32 [r], %r7;
+    ret;
+}
+.func quit_if_odd(.param .b32 x)
+{
+    .reg .pred %p;
+    .reg .b32 %r<2>;
+    ld.param.b32 %r1, [x];
+    and.b32 %r1, %r1, 1;
+    setp.eq.u32 %p, %r1, 1;
+    @%p exit;
+    ret;
+}
+.visible .entry k(.param .u64 out)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    add.u32 %r2, %r1, 100;
+    { .param .b32 a; .param .b32 b;
+      st.param.b32 [a], %r2;
+      call.uni (b), publish, (a);
+      ld.param.b32 %r3, [b]; }
+    setp.lt.u32 %p1, %r1, 8;
+    mov.u32 %r4, 0;
+    { .param .b32 a; .param .b32 b;
+      st.param.b32 [a], %r1;
+      @%p1 call.uni (b), publish, (a);
+      ld.param.b32 %r4, [b]; }
+    { .param .b32 a;
+      st.param.b32 [a], %r1;
+      call.uni quit_if_odd, (a); }
+    add.u32 %r5, %r3, %r4;
+    mul.wide.u32 %rd2, %r1, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r5;
+    ret;
+}
+"#,
+        &mem,
+    );
+    let out = upload(&mem, &[7u32; 64]);
+    // `publish` synchronises the whole block, so the guarded call (tid < 8) is run with a
+    // block of 8 threads; odd threads then exit inside `quit_if_odd` and store nothing.
+    run(
+        &m,
+        &mem,
+        "k",
+        cfg([1, 1, 1], [8, 1, 1], 0),
+        &[Arg::Ptr(out)],
+    );
+    let got = download_u32(&mem, out, 8);
+    for t in 0..8u32 {
+        let want = if t % 2 == 1 {
+            7
+        } else {
+            (t ^ 1) + 100 + (t ^ 1)
+        };
+        assert_eq!(got[t as usize], want, "thread {t}");
+    }
+}
+
 /// `bar.red.popc` (`__syncthreads_count`) counts the predicate over the whole block.
 #[test]
 fn barrier_reduction_counts_across_warps() {
