@@ -13,6 +13,7 @@
 pub mod cuda;
 pub mod frame;
 pub mod message;
+#[cfg(feature = "transport")]
 pub mod transport;
 
 pub use cuda::{CuResult, DeviceAttribute};
