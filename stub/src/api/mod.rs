@@ -1,0 +1,56 @@
+//! The hand-written driver API functions. Each `extern "C"` function runs its body inside
+//! [`guard`], which traces the call under `GPUFN_LOG=debug` and turns a panic into
+//! `CUDA_ERROR_UNKNOWN` (a panic must never unwind into the program).
+
+pub mod context;
+pub mod device;
+pub mod init;
+pub mod launch;
+pub mod memory;
+pub mod module;
+pub mod stream;
+
+pub use context::*;
+pub use device::*;
+pub use init::*;
+pub use launch::*;
+pub use memory::*;
+pub use module::*;
+pub use stream::*;
+
+use gpufn_proto::CuResult;
+use std::panic::AssertUnwindSafe;
+
+/// Runs one driver call: catches panics, traces the result.
+pub fn guard(name: &str, body: impl FnOnce() -> Result<(), CuResult>) -> CuResult {
+    let result = match std::panic::catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => CuResult::SUCCESS,
+        Ok(Err(code)) => code,
+        Err(_) => {
+            crate::log::error(&format!(
+                "internal error in {name} (a bug in gpufn; please report it)"
+            ));
+            CuResult::ERROR_UNKNOWN
+        }
+    };
+    crate::log::call(name, result);
+    result
+}
+
+/// Writes `value` through an out-parameter; a null pointer is `CUDA_ERROR_INVALID_VALUE`.
+///
+/// # Safety
+/// `out` must be null or valid for a write of `T`.
+pub unsafe fn write_out<T>(out: *mut T, value: T) -> Result<(), CuResult> {
+    if out.is_null() {
+        return Err(CuResult::ERROR_INVALID_VALUE);
+    }
+    // SAFETY: non-null and valid per the caller's contract; unaligned-tolerant.
+    unsafe { out.write_unaligned(value) };
+    Ok(())
+}
+
+/// The session, or the error every call gets without one.
+pub fn session() -> Result<&'static crate::client::Session, CuResult> {
+    crate::client::session()
+}

@@ -1,0 +1,374 @@
+//! The connection to the worker: connect and handshake, synchronous calls, batched posts.
+//!
+//! One tokio runtime with a single, dedicated thread (`gpufn-stub-io`) drives the
+//! connection's I/O. Driver calls from any program thread take the connection lock, append
+//! their frame to the outgoing batch and, for calls, write the batch and wait for the reply
+//! on the runtime. Posts (launches, host-to-device copies, memsets, frees, stream and event
+//! work) only append to the batch: they cost no round trip and are written with the next
+//! call, or when the batch grows past [`BATCH_LIMIT`]. The worker executes frames in order,
+//! so CUDA's ordering holds; errors of posts come back with the next reply.
+
+use gpufn_proto::CuResult;
+use gpufn_proto::frame::{
+    FrameHeader, FrameKind, FrameLimits, FrameReader, HEADER_LEN, encode_message,
+};
+use gpufn_proto::message::{
+    Channel, Credentials, DeviceProperties, Hello, MemoryRange, PROTOCOL_VERSION, Reply, Request,
+    Role, SessionId,
+};
+use gpufn_proto::transport::{self, Address, ClientOptions, Connection, RecvStream, SendStream};
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Posts are written once this many bytes are waiting.
+pub const BATCH_LIMIT: usize = 1 << 20;
+
+/// The largest payload sent in one frame; larger copies are split.
+pub const MAX_CHUNK: usize = 64 << 20;
+
+/// The error every call returns once the worker is gone.
+pub const LOST: CuResult = CuResult::ERROR_DEVICE_UNAVAILABLE;
+
+/// A live session with a worker.
+pub struct Session {
+    runtime: tokio::runtime::Runtime,
+    conn: Mutex<Conn>,
+    pub address: String,
+    pub session: SessionId,
+    pub memory: Option<MemoryRange>,
+    pub devices: Vec<DeviceProperties>,
+    /// The process that connected; a forked child must not use the connection.
+    pid: u32,
+}
+
+struct Conn {
+    _connection: Connection,
+    send: SendStream,
+    reader: FrameReader<RecvStream>,
+    batch: Vec<u8>,
+    next_id: u64,
+    /// Why the connection is unusable, once it is.
+    lost: Option<String>,
+    /// The first error of a post not yet reported to the program.
+    deferred: Option<CuResult>,
+}
+
+/// Where to send the payload of a reply.
+pub enum ReplyData<'a> {
+    None,
+    Into(&'a mut [u8]),
+}
+
+static SESSION: OnceLock<Result<Session, CuResult>> = OnceLock::new();
+
+/// The session, connecting on first use (at `cuInit`). A failure is printed once, naming the
+/// address and the fix, and then returned to every call.
+pub fn session() -> Result<&'static Session, CuResult> {
+    let session = SESSION
+        .get_or_init(|| {
+            Session::open().map_err(|message| {
+                crate::log::error(&message);
+                CuResult::ERROR_NO_DEVICE
+            })
+        })
+        .as_ref()
+        .map_err(|e| *e)?;
+    if session.pid != std::process::id() {
+        return Err(CuResult::ERROR_NOT_INITIALIZED);
+    }
+    Ok(session)
+}
+
+/// The session if it is already open, without connecting.
+pub fn existing_session() -> Option<&'static Session> {
+    SESSION.get().and_then(|s| s.as_ref().ok())
+}
+
+impl Session {
+    /// Connects to `GPUFN_WORKER` and performs the handshake. (The gateway path, which first
+    /// asks `GPUFN_GATEWAY` for a worker, replaces only this function.)
+    fn open() -> Result<Session, String> {
+        let address_text = std::env::var("GPUFN_WORKER").map_err(|_| {
+            "GPUFN_WORKER is not set, so there is no worker to send CUDA calls to: run the \
+             program with `gpufn run -- PROGRAM`, or set GPUFN_WORKER to a worker's address \
+             (e.g. unix:///tmp/gpufn/worker.sock)"
+                .to_string()
+        })?;
+        let address: Address = address_text
+            .parse()
+            .map_err(|e| format!("GPUFN_WORKER: {e}"))?;
+        let credentials = match std::env::var("GPUFN_TICKET") {
+            Ok(ticket) if !ticket.is_empty() => Credentials::Ticket(ticket),
+            _ => Credentials::None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gpufn-stub-io")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the stub's I/O thread: {e}"))?;
+        let options = ClientOptions {
+            connect_timeout: Duration::from_secs(10),
+            ..ClientOptions::default()
+        };
+        let cannot_reach = |e: &dyn std::fmt::Display| {
+            format!(
+                "cannot reach the worker at {address_text}: {e}. Is `gpufn worker` running \
+                 there? Check GPUFN_WORKER."
+            )
+        };
+        let (connection, send, recv) = runtime
+            .block_on(async {
+                let connection = transport::connect(&address, &options).await?;
+                let (send, recv) = connection.open_stream().await?;
+                Ok::<_, transport::TransportError>((connection, send, recv))
+            })
+            .map_err(|e| cannot_reach(&e))?;
+        let mut conn = Conn {
+            _connection: connection,
+            send,
+            reader: FrameReader::new(recv, FrameLimits::default()),
+            batch: Vec::with_capacity(64 << 10),
+            next_id: 1,
+            lost: None,
+            deferred: None,
+        };
+        let hello = Request::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role: Role::Stub,
+            channel: Channel::Calls,
+            credentials,
+            session: None,
+            client: client_description(),
+        });
+        let welcome = match conn.call(&runtime, &hello, &[], ReplyData::None) {
+            Ok(Reply::Welcome(welcome)) => welcome,
+            Ok(other) => return Err(cannot_reach(&format!("unexpected answer {other:?}"))),
+            Err(_) => {
+                let why = conn.lost.clone().unwrap_or_else(|| "refused".into());
+                return Err(format!(
+                    "the worker at {address_text} refused the session: {why}"
+                ));
+            }
+        };
+        let count = match conn.call(&runtime, &Request::DeviceGetCount, &[], ReplyData::None) {
+            Ok(Reply::Count(n)) => n,
+            other => {
+                return Err(format!(
+                    "worker at {address_text}: device count failed: {other:?}"
+                ));
+            }
+        };
+        let mut devices = Vec::new();
+        for device in 0..count {
+            match conn.call(
+                &runtime,
+                &Request::DeviceGetProperties { device },
+                &[],
+                ReplyData::None,
+            ) {
+                Ok(Reply::Device(props)) => devices.push(*props),
+                other => {
+                    return Err(format!(
+                        "worker at {address_text}: properties of device {device} failed: {other:?}"
+                    ));
+                }
+            }
+        }
+        crate::log::debug(|| {
+            format!(
+                "connected to {address_text}: session {}, {count} device(s), memory {:?}",
+                welcome.session.0, welcome.memory
+            )
+        });
+        Ok(Session {
+            runtime,
+            conn: Mutex::new(conn),
+            address: address_text,
+            session: welcome.session,
+            memory: welcome.memory,
+            devices,
+            pid: std::process::id(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        // A panic while holding the lock leaves the batch consistent (frames are appended
+        // whole), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `request` and waits for its reply. Errors of earlier posts take precedence over
+    /// the call's own result, as CUDA reports asynchronous errors at the next call.
+    pub fn call(
+        &self,
+        request: &Request,
+        payload: &[&[u8]],
+        data: ReplyData<'_>,
+    ) -> Result<Reply, CuResult> {
+        let mut conn = self.lock();
+        let result = conn.call(&self.runtime, request, payload, data);
+        if let Some(error) = conn.deferred.take() {
+            return Err(error);
+        }
+        if conn.lost.is_some() {
+            return Err(LOST);
+        }
+        result
+    }
+
+    /// Queues `request` without waiting for an answer.
+    pub fn post(&self, request: &Request, payload: &[&[u8]]) -> Result<(), CuResult> {
+        let mut conn = self.lock();
+        if conn.lost.is_some() {
+            return Err(LOST);
+        }
+        conn.append(FrameKind::Post, request, payload);
+        if conn.batch.len() >= BATCH_LIMIT {
+            conn.flush(&self.runtime);
+        }
+        match conn.lost {
+            Some(_) => Err(LOST),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes all queued posts now (before the program blocks on something else, e.g. a
+    /// host callback).
+    pub fn flush(&self) {
+        self.lock().flush(&self.runtime);
+    }
+}
+
+impl Conn {
+    fn append(&mut self, kind: FrameKind, request: &Request, payload: &[&[u8]]) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let start = self.batch.len();
+        self.batch.resize(start + HEADER_LEN, 0);
+        if let Err(e) = encode_message(request, &mut self.batch) {
+            // Encoding a request cannot fail for well-formed values; treat it as fatal.
+            self.batch.truncate(start);
+            self.lose(format!("cannot encode a request: {e}"));
+            return id;
+        }
+        let message_len = (self.batch.len() - start - HEADER_LEN) as u32;
+        let header = FrameHeader {
+            kind,
+            message_len,
+            payload_len: payload.iter().map(|p| p.len() as u64).sum(),
+            id,
+        };
+        self.batch[start..start + HEADER_LEN].copy_from_slice(&header.encode());
+        for part in payload {
+            self.batch.extend_from_slice(part);
+        }
+        id
+    }
+
+    fn flush(&mut self, runtime: &tokio::runtime::Runtime) {
+        if self.batch.is_empty() || self.lost.is_some() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let written = runtime.block_on(async {
+            self.send.write_all(&batch).await?;
+            self.send.flush().await
+        });
+        self.batch = batch;
+        self.batch.clear();
+        if let Err(e) = written {
+            self.lose(format!("cannot send to the worker: {e}"));
+        }
+    }
+
+    fn call(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        request: &Request,
+        payload: &[&[u8]],
+        mut data: ReplyData<'_>,
+    ) -> Result<Reply, CuResult> {
+        if self.lost.is_some() {
+            return Err(LOST);
+        }
+        let id = self.append(FrameKind::Call, request, payload);
+        self.flush(runtime);
+        if self.lost.is_some() {
+            return Err(LOST);
+        }
+        let received = runtime.block_on(async {
+            loop {
+                let Some(header) = self.reader.next_frame().await? else {
+                    return Err(gpufn_proto::FrameError::Closed);
+                };
+                if header.kind != FrameKind::Reply || header.id != id {
+                    // Replies come in order; anything else is skipped.
+                    continue;
+                }
+                let message = self.reader.reply()?;
+                let own = header.payload_len - u64::from(message.printf_bytes);
+                if let (Ok(_), ReplyData::Into(dst)) = (&message.result, &mut data) {
+                    let n = (own as usize).min(dst.len());
+                    self.reader.read_payload(&mut dst[..n]).await?;
+                }
+                let skip = self.reader.pending_payload() - u64::from(message.printf_bytes);
+                if skip > 0 {
+                    let mut sink = vec![0u8; skip as usize];
+                    self.reader.read_payload(&mut sink).await?;
+                }
+                if message.printf_bytes > 0 {
+                    let printed = self.reader.read_payload_vec().await?;
+                    let mut stdout = std::io::stdout();
+                    let _ = stdout.write_all(&printed);
+                    let _ = stdout.flush();
+                }
+                return Ok(message);
+            }
+        });
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => {
+                self.lose(format!("lost the connection to the worker: {e}"));
+                return Err(LOST);
+            }
+        };
+        for deferred in &message.deferred {
+            crate::log::debug(|| {
+                format!(
+                    "asynchronous request {} failed: {} ({})",
+                    deferred.request, deferred.error.code, deferred.error.message
+                )
+            });
+            self.deferred.get_or_insert(deferred.error.code);
+        }
+        message.result.map_err(|e| {
+            crate::log::debug(|| format!("worker: {} ({})", e.code, e.message));
+            if matches!(request, Request::Hello(_)) {
+                self.lost = Some(e.message.clone());
+            }
+            e.code
+        })
+    }
+
+    fn lose(&mut self, why: String) {
+        if self.lost.is_none() {
+            crate::log::error(&format!(
+                "{why}; every further CUDA call of this program fails (the worker may have \
+                 stopped or been killed)"
+            ));
+            self.lost = Some(why);
+        }
+    }
+}
+
+fn client_description() -> String {
+    let program = std::env::args().next().unwrap_or_default();
+    format!(
+        "gpufn-stub/{} pid={} {program}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )
+}
