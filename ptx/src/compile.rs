@@ -1163,10 +1163,13 @@ impl FnCompiler<'_> {
                 what: format!("ld.{}", i.mods.join(".")),
             });
         }
-        let sign_to = if ty.is_signed() {
-            dsts.first()
-                .and_then(|d| self.reg_bits(d))
-                .unwrap_or(ty.bits())
+        // A signed load into a wider register sign-extends to the register's width.
+        let reg_bits = dsts
+            .first()
+            .and_then(|d| self.reg_bits(d))
+            .unwrap_or(ty.bits());
+        let sign_to = if ty.is_signed() && reg_bits > ty.bits() {
+            reg_bits
         } else {
             0
         };

@@ -191,6 +191,12 @@ impl DeviceMemory {
     pub fn allocate(&self, size: u64) -> Result<u64, MemoryError> {
         let mut t = self.table_mut();
         let address = t.next;
+        if address.saturating_add(size) >= SHARED_WINDOW.min(LOCAL_WINDOW) {
+            return Err(MemoryError::OutOfMemory {
+                requested: size,
+                available: 0,
+            });
+        }
         Self::insert(&mut t, self.capacity, address, size)?;
         Ok(address)
     }
