@@ -98,7 +98,7 @@ const DISK_IN: usize = 6;
 fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
     let (mut device, allocations) = device_with(size);
     let original =
-        xxhash_rust::xxh3::xxh3_64(device.get(allocations[0].device_address).expect("mapped"));
+        twox_hash::XxHash3_64::oneshot(device.get(allocations[0].device_address).expect("mapped"));
     let mut copy_target = vec![1u8; size as usize];
     let host = open_store(config, "bench-host", size + config.chunk_size as u64, None)?;
     let disk = open_store(
@@ -151,7 +151,7 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
     result?;
     // The swaps must have brought back exactly what was swapped out.
     let restored = device.get(allocations[0].device_address).expect("mapped");
-    if xxhash_rust::xxh3::xxh3_64(restored) != original {
+    if twox_hash::XxHash3_64::oneshot(restored) != original {
         return Err(SwapError::Internal(
             "benchmark data differs after the swap round trips".into(),
         ));
