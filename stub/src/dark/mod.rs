@@ -47,6 +47,10 @@ mod uuid {
         0x26, 0x3e, 0x88, 0x60, 0x7c, 0xd2, 0x61, 0x43, 0x92, 0xf6, 0xbb, 0xd5, 0x00, 0x6d, 0xfa,
         0x7e,
     ];
+    pub const TOOLS_CONTEXT: [u8; 16] = [
+        0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8,
+        0xf2,
+    ];
     pub const INTEGRITY_CHECK: [u8; 16] = [
         0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b, 0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1,
         0xf2,
@@ -63,6 +67,7 @@ pub fn table(id: &[u8; 16]) -> Option<*const c_void> {
         uuid::CONTEXT_LOCAL_STORAGE => (&raw const CONTEXT_LOCAL_STORAGE).cast(),
         uuid::CONTEXT_CHECKS => (&raw const CONTEXT_CHECKS).cast(),
         uuid::INTEGRITY_CHECK => (&raw const INTEGRITY_CHECK).cast(),
+        uuid::TOOLS_CONTEXT => (&raw const TOOLS_CONTEXT).cast(),
         _ => return None,
     };
     Some(table)
@@ -301,3 +306,24 @@ extern "C" fn integrity_check(version: u32, unix_seconds: u64, out: *mut [u64; 2
 extern "C" fn integrity_enable(_enabled: i32) -> CuResult {
     CuResult::SUCCESS
 }
+
+// --- TOOLS_CONTEXT (21318c60…): requested by CUDA 13.4+ runtimes at start; a size header and
+// 94 slots, all non-null in the real driver. Their meaning is unknown; each slot traces its
+// index and arguments under GPUFN_LOG=debug and refuses. ---
+
+extern "C" fn tools_context_slot<const I: usize>(a: u64, b: u64, c: u64, d: u64) -> CuResult {
+    crate::log::debug(|| {
+        format!("export table 21318c60 slot {I} ({a:#x}, {b:#x}, {c:#x}, {d:#x})")
+    });
+    CuResult::ERROR_NOT_SUPPORTED
+}
+
+macro_rules! slots {
+    ($($i:literal)*) => { [size::<95>(), $(tools_context_slot::<$i> as *const c_void),*] };
+}
+
+static TOOLS_CONTEXT: Table<95> = Table(slots!(
+    1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33
+    34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64
+    65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94
+));
