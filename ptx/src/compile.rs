@@ -71,7 +71,7 @@ pub fn decl_size_align(v: &VarDecl) -> (u64, u32) {
 }
 
 pub fn align_up(x: u64, a: u64) -> u64 {
-    x.div_ceil(a.max(1)) * a.max(1)
+    x.div_ceil(a.max(1)).saturating_mul(a.max(1))
 }
 
 /// Lays out parameters (then return values) of a function.
@@ -508,7 +508,9 @@ impl FnCompiler<'_> {
             }
             Some(Sym::Frame { off }) => {
                 let d = self.new_slot();
-                let offset = (off as i64 + offset).clamp(0, u32::MAX as i64) as u32;
+                let offset = (off as i64)
+                    .saturating_add(offset)
+                    .clamp(0, u32::MAX as i64) as u32;
                 self.emit(Op::FrameAddr { d, offset }, line);
                 Ok(d)
             }
@@ -616,11 +618,18 @@ impl FnCompiler<'_> {
                 mk((addr as i64).wrapping_add(*offset), false),
                 MemSpace::Global,
             ),
-            Some(Sym::Shared { off }) => (mk(off as i64 + offset, false), MemSpace::Shared),
-            Some(Sym::KernelParam { off }) => {
-                (mk(off as i64 + offset, false), MemSpace::KernelParam)
-            }
-            Some(Sym::Frame { off }) => (mk(off as i64 + offset, true), MemSpace::Local),
+            Some(Sym::Shared { off }) => (
+                mk((off as i64).wrapping_add(*offset), false),
+                MemSpace::Shared,
+            ),
+            Some(Sym::KernelParam { off }) => (
+                mk((off as i64).wrapping_add(*offset), false),
+                MemSpace::KernelParam,
+            ),
+            Some(Sym::Frame { off }) => (
+                mk((off as i64).wrapping_add(*offset), true),
+                MemSpace::Local,
+            ),
             None => {
                 let v = self.name_value(name, 0, line)?;
                 (

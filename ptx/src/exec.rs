@@ -876,7 +876,7 @@ impl BlockEnv<'_> {
     fn read_cstring(&mut self, local: &[Vec<u8>], lane: u32, addr: u64) -> Vec<u8> {
         let mut out = Vec::new();
         for i in 0..4096 {
-            match self.load(local, lane, MemSpace::Generic, addr + i, 1) {
+            match self.load(local, lane, MemSpace::Generic, addr.wrapping_add(i), 1) {
                 Ok(0) | Err(_) => break,
                 Ok(b) => out.push(b as u8),
             }
@@ -1652,11 +1652,24 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                         let n = nrow.map_or(*size, |r| (r[l] as u32).min(*size));
                         for k in 0..*size as u64 / 4 {
                             let v = if (k * 4) < n as u64 {
-                                env.load(&w.local, lane, MemSpace::Global, sa + k * 4, 4)?
+                                env.load(
+                                    &w.local,
+                                    lane,
+                                    MemSpace::Global,
+                                    sa.wrapping_add(k * 4),
+                                    4,
+                                )?
                             } else {
                                 0
                             };
-                            env.store(&mut w.local, lane, MemSpace::Shared, da + k * 4, 4, v)?;
+                            env.store(
+                                &mut w.local,
+                                lane,
+                                MemSpace::Shared,
+                                da.wrapping_add(k * 4),
+                                4,
+                                v,
+                            )?;
                         }
                     }
                 }
@@ -1823,12 +1836,13 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                                     if arg_addr == 0 {
                                         return None;
                                     }
-                                    arg_addr = arg_addr.div_ceil(size as u64) * size as u64;
+                                    arg_addr =
+                                        arg_addr.div_ceil(size as u64).wrapping_mul(size as u64);
                                     let v = env_cell
                                         .borrow_mut()
                                         .load(local, lane, MemSpace::Generic, arg_addr, size)
                                         .ok();
-                                    arg_addr += size as u64;
+                                    arg_addr = arg_addr.wrapping_add(size as u64);
                                     v
                                 },
                                 |addr| env_cell.borrow_mut().read_cstring(local, lane, addr),

@@ -224,7 +224,7 @@ fn build(
                 } else {
                     let (size, align) = decl_size_align(v);
                     let off = align_up(shared_next, align as u64);
-                    shared_next = off + size;
+                    shared_next = off.saturating_add(size);
                     shared.insert(v.name.clone(), off as u32);
                 }
             }

@@ -6,6 +6,7 @@ use common::memory;
 use gpufn_ptx::fatbin::{EntryKind, Image, read_image, select_ptx};
 use gpufn_ptx::{CudaCode, LoadError, Module};
 use proptest::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const VECTOR_ADD: &str = include_str!("../benches/vector_add.ptx");
 const MATMUL: &str = include_str!("../benches/matmul.ptx");
@@ -245,9 +246,39 @@ proptest! {
         let seed = [VECTOR_ADD, MATMUL, FEATURES][seed];
         let text = mutate(seed, &ops);
         let mem = memory();
-        let _ = Module::load(&text, 90, &mem);
         if let Ok(s) = std::str::from_utf8(&text) {
             let _ = gpufn_ptx::check_ptx_syntax(s);
+        }
+        // Whatever loads also runs without panicking: garbage parameters, and a watchdog
+        // that cancels launches which loop forever.
+        if let Ok(module) = Module::load(&text, 90, &mem) {
+            let buf = mem.allocate(4096).unwrap();
+            for k in module.kernels() {
+                let mut params = vec![0u8; k.param_size as usize];
+                for p in &k.params {
+                    if p.size == 8 {
+                        params[p.offset as usize..p.offset as usize + 8].copy_from_slice(&buf.to_le_bytes());
+                    } else if p.size == 4 {
+                        params[p.offset as usize..p.offset as usize + 4].copy_from_slice(&16u32.to_le_bytes());
+                    }
+                }
+                let cancel = AtomicBool::new(false);
+                let done = AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        for _ in 0..100 {
+                            if done.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        cancel.store(true, Ordering::Relaxed);
+                    });
+                    let config = gpufn_ptx::LaunchConfig { grid: [2, 1, 1], block: [64, 1, 1], dynamic_shared: 64 };
+                    let _ = module.launch_cancellable(&k.name, config, &params, &mem, 2, &cancel);
+                    done.store(true, Ordering::Relaxed);
+                });
+            }
         }
     }
 
