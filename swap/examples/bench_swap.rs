@@ -1,4 +1,5 @@
-//! Runs the swap benchmark: `bench_swap [DIR] [SIZE_MIB,...] [direct|buffered] [REPEATS]`.
+//! Runs the swap benchmark:
+//! `bench_swap [DIR] [SIZE_MIB,...] [direct|buffered] [REPEATS] [CHUNK_MIB]`.
 //! Example: `cargo run --release -p gpufn-swap --example bench_swap -- /var/tmp/swapbench 256,1024`.
 
 fn main() {
@@ -16,6 +17,9 @@ fn main() {
     }
     if let Some(repeats) = args.next() {
         config.repeats = repeats.parse().expect("REPEATS is a number");
+    }
+    if let Some(chunk) = args.next() {
+        config.chunk_size = chunk.parse::<usize>().expect("CHUNK_MIB is a number") << 20;
     }
     match gpufn_swap::bench::run(&config) {
         Ok(report) => print!("{report}"),

@@ -48,7 +48,7 @@ pub fn device_to_host(
 }
 
 /// Device → disk file. The calling thread copies and checksums chunk N+1 while a helper thread
-/// writes chunk N, so the disk never waits for the CPU. Returns after the file and the manifest
+/// writes chunk N, so the disk does not wait for the CPU. Returns after the file and the manifest
 /// are fsynced.
 pub fn device_to_disk(
     store: &SwapStore,
@@ -60,7 +60,9 @@ pub fn device_to_disk(
     let session = skeleton.session;
     let mut checksums = Vec::with_capacity(chunks.len());
     let written = (|| {
-        let writer = disk.create(session, skeleton.total_bytes())?;
+        // The helper creates (and preallocates) the file while the device copies chunk 0.
+        let mut writer = None;
+        let create = || disk.create(session, skeleton.total_bytes());
         pipeline::caller_produces(
             chunks.len(),
             store.depth,
@@ -70,11 +72,19 @@ pub fn device_to_disk(
                 Ok(buf)
             },
             |i, mut buf: ChunkBuf| {
-                let written = writer.write_chunk(i as u32, store.chunk_size, &mut buf);
+                if writer.is_none() {
+                    writer = Some(create()?);
+                }
+                let file = writer.as_ref().expect("created above");
+                let written = file.write_chunk(i as u32, store.chunk_size, &mut buf);
                 store.pool.give(buf);
                 written
             },
         )?;
+        let writer = match writer {
+            Some(writer) => writer,
+            None => create()?, // a session without data still gets its (empty) file
+        };
         writer.finish()?;
         let manifest = Manifest {
             checksums: std::mem::take(&mut checksums),
