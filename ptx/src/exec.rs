@@ -2056,14 +2056,16 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                             barrier: Some(idv as u32),
                             red_dst: *d,
                         });
+                        // Return to the block scheduler so the barrier can be released before
+                        // this warp's other lanes (if any) go on; they resume on the next turn.
                         frame.active = 0;
-                        if frame.schedule() {
-                            pc = frame.pc;
-                            active = frame.active;
-                            continue;
-                        }
                         frame.pc = pc;
-                        return Ok(WarpState::Blocked);
+                        frame.recompute_min();
+                        return Ok(if frame.min_wait == u32::MAX {
+                            WarpState::Blocked
+                        } else {
+                            WarpState::Runnable
+                        });
                     }
                 }
                 // A barrier whose guard is false for every lane does nothing.

@@ -205,6 +205,90 @@ fn barriers_guards_and_exit_inside_calls() {
     }
 }
 
+/// Lanes 0-15 of warp 1 wait at `bar.sync 1, 48` with warp 0 while lanes 16-31 spin on a
+/// shared flag that warp 0 sets only after the barrier: the barrier must be released while
+/// part of warp 1 is still running (sm_70+ per-thread barrier semantics).
+#[test]
+fn barrier_release_while_other_lanes_of_the_warp_spin() {
+    let mem = memory();
+    let m = load(
+        r#"
+.visible .entry k(.param .u64 out)
+{
+    .reg .pred %p<4>;
+    .reg .b32 %r<10>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b32 flag;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    setp.lt.u32 %p1, %r1, 32;
+    @%p1 bra WARP0;
+    setp.lt.u32 %p2, %r1, 48;
+    @%p2 bra WAITERS;
+SPIN:
+    ld.volatile.shared.u32 %r2, [flag];
+    setp.eq.u32 %p3, %r2, 0;
+    @%p3 bra SPIN;
+    bra.uni DONE;
+WAITERS:
+    bar.sync 1, 48;
+    mov.u32 %r2, 2;
+    bra.uni DONE;
+WARP0:
+    bar.sync 1, 48;
+    mov.u32 %r2, 1;
+    st.volatile.shared.u32 [flag], %r2;
+DONE:
+    mul.wide.u32 %rd2, %r1, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r2;
+    ret;
+}
+"#,
+        &mem,
+    );
+    let out = upload(&mem, &[0u32; 64]);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let params = pack(&m, "k", &[Arg::Ptr(out)]);
+    let result = std::thread::scope(|s| {
+        let watchdog = s.spawn(|| {
+            // A regression would spin forever: cancel after a generous bound instead.
+            for _ in 0..2000 {
+                if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let r = m.launch_cancellable(
+            "k",
+            cfg([1, 1, 1], [64, 1, 1], 0),
+            &params,
+            &mem,
+            1,
+            &cancel,
+        );
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        watchdog.join().unwrap();
+        r
+    });
+    result.unwrap();
+    let got = download_u32(&mem, out, 64);
+    let want: Vec<u32> = (0..64)
+        .map(|t| {
+            if t < 32 {
+                1
+            } else if t < 48 {
+                2
+            } else {
+                1
+            }
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
 /// `bar.red.popc` (`__syncthreads_count`) counts the predicate over the whole block.
 #[test]
 fn barrier_reduction_counts_across_warps() {
