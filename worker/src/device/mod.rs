@@ -1,0 +1,173 @@
+//! The device a worker drives, behind one trait, and the choice of backend.
+//!
+//! A [`Device`] describes itself and opens one [`DeviceSession`] per program session. A
+//! session's memory operations take the addresses the worker chose (see
+//! [`crate::address_space`]): the device never picks device addresses itself, so addresses
+//! stay stable across swap-out and swap-in and every backend behaves alike.
+
+pub mod cpu;
+pub mod cuda;
+
+use crate::config::BackendChoice;
+use crate::error::{DeviceError, WorkerError};
+use gpufn_proto::message::{Backend, DeviceProperties, MemoryRange, ModuleId};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// A kernel as a loaded module lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelDesc {
+    pub name: String,
+    /// `(offset, size, align)` of every parameter in the packed parameter buffer.
+    pub params: Vec<(u32, u32, u32)>,
+    pub shared_bytes: u32,
+    pub max_threads_per_block: u32,
+}
+
+/// A module-scope variable the device placed in the session's memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalDesc {
+    pub name: String,
+    pub address: u64,
+    pub size: u64,
+}
+
+/// What loading a module produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedModule {
+    pub kernels: Vec<KernelDesc>,
+    pub globals: Vec<GlobalDesc>,
+    /// The `.version` of the PTX that was used, as `major * 10 + minor` (0 if unknown).
+    pub ptx_version: u32,
+}
+
+/// A kernel launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch<'a> {
+    pub module: ModuleId,
+    pub kernel: u32,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    /// The packed parameter buffer.
+    pub params: &'a [u8],
+}
+
+/// A device and what it tells programs about itself.
+pub trait Device: Send + Sync {
+    /// The properties every session is shown; `total_memory` is replaced by the session's
+    /// quota.
+    fn properties(&self) -> &DeviceProperties;
+
+    /// Opens a session's view of the device: its own memory and modules, within `range`
+    /// and `quota` bytes.
+    fn open_session(
+        &self,
+        range: MemoryRange,
+        quota: u64,
+        worker_half: u64,
+    ) -> Result<Box<dyn DeviceSession>, DeviceError>;
+}
+
+/// One session's memory and modules on a device. Every call runs to completion before it
+/// returns (the CPU device is synchronous), in the order the session's requests arrived.
+pub trait DeviceSession: Send {
+    /// Allocates `size` zeroed bytes at `address` (which the worker checked is free).
+    fn allocate_at(&mut self, address: u64, size: u64) -> Result<(), DeviceError>;
+    fn free(&mut self, address: u64) -> Result<(), DeviceError>;
+    fn read(&self, address: u64, out: &mut [u8]) -> Result<(), DeviceError>;
+    fn write(&self, address: u64, data: &[u8]) -> Result<(), DeviceError>;
+
+    /// Loads a module image; its variables are placed in the session's memory, in the
+    /// worker's half of the range.
+    fn load_module(&mut self, id: ModuleId, image: &[u8]) -> Result<LoadedModule, DeviceError>;
+    fn unload_module(&mut self, id: ModuleId) -> Result<(), DeviceError>;
+
+    /// Runs a kernel to completion; returns its `printf` output. `cancel` stops it early
+    /// (the session ended).
+    fn launch(&self, launch: Launch<'_>, cancel: &AtomicBool) -> Result<Vec<u8>, DeviceError>;
+
+    /// Copies `len` bytes within device memory, in bounded chunks.
+    fn copy(&self, dst: u64, src: u64, len: u64) -> Result<(), DeviceError> {
+        let mut chunk = vec![0u8; len.min(COPY_CHUNK) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK) as usize;
+            self.read(src + done, &mut chunk[..n])?;
+            self.write(dst + done, &chunk[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Fills `count` elements of `element_size` (1, 2 or 4) bytes with `value`.
+    fn memset(
+        &self,
+        dst: u64,
+        value: u32,
+        element_size: u8,
+        count: u64,
+    ) -> Result<(), DeviceError> {
+        let pattern: Vec<u8> = match element_size {
+            1 => vec![value as u8],
+            2 => (value as u16).to_le_bytes().to_vec(),
+            4 => value.to_le_bytes().to_vec(),
+            other => {
+                return Err(DeviceError::invalid_value(format!(
+                    "memset element size {other} is not 1, 2 or 4"
+                )));
+            }
+        };
+        let len = count
+            .checked_mul(u64::from(element_size))
+            .ok_or_else(|| DeviceError::invalid_value("memset size overflows"))?;
+        let chunk_len = len.min(COPY_CHUNK) as usize;
+        let chunk: Vec<u8> = pattern.iter().copied().cycle().take(chunk_len).collect();
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK) as usize;
+            self.write(dst + done, &chunk[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Device-to-device copies and memsets move at most this much through host memory at once.
+const COPY_CHUNK: u64 = 4 << 20;
+
+/// Picks the backend: a real GPU when asked for or (with `Auto`) when one is present and the
+/// cuda backend can serve it, else the CPU device.
+pub fn select(
+    choice: BackendChoice,
+    launch_threads: usize,
+) -> Result<Arc<dyn Device>, WorkerError> {
+    let detection = match choice {
+        BackendChoice::Cpu => None,
+        BackendChoice::Auto | BackendChoice::Cuda => Some(cuda::detect()),
+    };
+    match (choice, detection) {
+        (BackendChoice::Cuda, Some(found)) => {
+            Err(WorkerError::CudaUnavailable(found.why_not_used()))
+        }
+        (BackendChoice::Auto, Some(found)) => {
+            match &found {
+                cuda::Detection::Devices { .. } => tracing::warn!(
+                    "{}; serving sessions on the cpu device instead",
+                    found.why_not_used()
+                ),
+                _ => tracing::info!("no GPU in use: {}", found.why_not_used()),
+            }
+            Ok(Arc::new(cpu::CpuDevice::new(launch_threads)))
+        }
+        _ => Ok(Arc::new(cpu::CpuDevice::new(launch_threads))),
+    }
+}
+
+/// Which backend a device is, for logs.
+pub fn backend_name(device: &dyn Device) -> &'static str {
+    match device.properties().backend {
+        Backend::Cpu => "cpu",
+        Backend::Cuda => "cuda",
+    }
+}

@@ -1,0 +1,481 @@
+//! The session server: accepts connections on a [`Listener`], checks each stream's
+//! handshake and serves one session per `Calls` stream.
+//!
+//! Per session, three parts run at once: a reader task decodes frames, an executor on a
+//! blocking thread runs the requests in order (kernels take CPU time), and a writer task
+//! sends replies. When the client goes away the reader cancels any running kernel, the
+//! executor stops, and dropping the session frees its memory. A client that sends bad
+//! frames loses its own connection, with a log line; nothing it sends can panic the worker
+//! or touch another session.
+
+use crate::address_space::RangePool;
+use crate::cache::ModuleCache;
+use crate::config::WorkerConfig;
+use crate::device::{self, Device};
+use crate::error::WorkerError;
+use crate::session::{CallReply, Session};
+use gpufn_proto::frame::{FrameError, FrameKind, FrameReader, FrameWriter};
+use gpufn_proto::message::{
+    CallError, Channel, Credentials, Hello, MemoryRange, PROTOCOL_VERSION, Reply, ReplyMessage,
+    Request, Role, SessionId, Welcome,
+};
+use gpufn_proto::transport::{
+    Address, Connection, Listener, RecvStream, SendStream, ServerOptions,
+};
+use gpufn_proto::{CuResult, FrameLimits};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Requests read ahead of the executor per session (each may hold a payload of up to the
+/// frame limit, so this bounds a session's buffered memory).
+const READ_AHEAD: usize = 4;
+
+/// A worker: one device, its sessions and the module cache they share.
+#[derive(Clone)]
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: WorkerConfig,
+    device: Arc<dyn Device>,
+    cache: Arc<ModuleCache>,
+    ranges: Mutex<RangePool>,
+    next_session: AtomicU64,
+    open_sessions: AtomicUsize,
+}
+
+impl Worker {
+    /// A worker on the backend `config` asks for (see [`device::select`]).
+    pub fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
+        let device = device::select(config.backend, config.launch_threads)?;
+        Ok(Worker::with_device(config, device))
+    }
+
+    /// A worker on a given device.
+    pub fn with_device(config: WorkerConfig, device: Arc<dyn Device>) -> Self {
+        Worker {
+            shared: Arc::new(Shared {
+                cache: Arc::new(ModuleCache::new(config.module_cache_bytes)),
+                ranges: Mutex::new(RangePool::new(config.max_sessions)),
+                next_session: AtomicU64::new(1),
+                open_sessions: AtomicUsize::new(0),
+                device,
+                config,
+            }),
+        }
+    }
+
+    pub fn device(&self) -> &dyn Device {
+        &*self.shared.device
+    }
+
+    /// Sessions currently open.
+    pub fn open_sessions(&self) -> usize {
+        self.shared.open_sessions.load(Ordering::SeqCst)
+    }
+
+    /// Listens on `address`. QUIC keeps its development certificate in `data_dir`
+    /// (default: the current directory's `.gpufn`).
+    pub async fn bind(
+        &self,
+        address: &Address,
+        data_dir: Option<&Path>,
+    ) -> Result<Listener, WorkerError> {
+        let dir = data_dir.map_or_else(|| Path::new(".gpufn").to_path_buf(), Path::to_path_buf);
+        let options = ServerOptions::dev_certificate_in(dir);
+        Ok(Listener::bind(address, &options).await?)
+    }
+
+    /// Serves connections from `listener` until it stops.
+    pub async fn serve(&self, listener: Listener) {
+        loop {
+            match listener.accept().await {
+                Ok(connection) => {
+                    let worker = self.clone();
+                    tokio::spawn(async move { worker.serve_connection(connection).await });
+                }
+                Err(gpufn_proto::transport::TransportError::Closed { .. }) => {
+                    tracing::info!("listener stopped");
+                    return;
+                }
+                Err(e) => tracing::warn!("a client could not connect: {e}"),
+            }
+        }
+    }
+
+    async fn serve_connection(&self, connection: Connection) {
+        let peer = connection.peer();
+        tracing::debug!(%peer, "connection opened");
+        while let Ok((send, recv)) = connection.accept_stream().await {
+            let worker = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move { worker.serve_stream(send, recv, &peer).await });
+        }
+        tracing::debug!(%peer, "connection closed");
+    }
+
+    async fn serve_stream(&self, send: SendStream, recv: RecvStream, peer: &str) {
+        let mut reader = FrameReader::new(recv, FrameLimits::default());
+        let mut writer = FrameWriter::new(send);
+        let (id, hello) = match read_hello(&mut reader).await {
+            Ok(Some(hello)) => hello,
+            Ok(None) => return,
+            Err(HelloError::Frame(e)) => {
+                tracing::warn!(%peer, "closing a stream that did not start with a handshake: {e}");
+                return;
+            }
+            Err(HelloError::Refused { id, error }) => {
+                tracing::warn!(%peer, "refused handshake: {}", error.message);
+                let _ = refuse(&mut writer, id, error).await;
+                return;
+            }
+        };
+        let session = match self.open_session(&hello) {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(%peer, client = %hello.client, "refused session: {}", error.message);
+                let _ = refuse(&mut writer, id, error).await;
+                return;
+            }
+        };
+        let session_id = session.id();
+        tracing::info!(
+            %peer, session = session_id.0, client = %hello.client,
+            range = format_args!("0x{:x}+0x{:x}", session.range().base, session.range().size),
+            "session opened"
+        );
+        let welcome = Reply::Welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            session: session_id,
+            memory: Some(session.range()),
+            server: format!(
+                "gpufn-worker/{} {}",
+                env!("CARGO_PKG_VERSION"),
+                self.device().properties().name
+            ),
+        });
+        if let Err(e) = write_reply(&mut writer, id, ok_reply(welcome)).await {
+            tracing::warn!(%peer, session = session_id.0, "could not answer the handshake: {e}");
+            self.close_session(session);
+            return;
+        }
+        self.run_session(session, reader, writer, peer).await;
+    }
+
+    /// The attach step: checks a stream's handshake and opens its session. The gateway
+    /// issue replaces the credential check with ticket verification.
+    fn open_session(&self, hello: &Hello) -> Result<Session, CallError> {
+        authorize(hello)?;
+        let range = self
+            .shared
+            .ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                call_error(
+                    CuResult::ERROR_DEVICE_UNAVAILABLE,
+                    format!(
+                        "the worker already serves its maximum of {} sessions; try again later \
+                         or start it with a higher --max-sessions",
+                        self.shared.config.max_sessions
+                    ),
+                )
+            })?;
+        let id = SessionId(self.shared.next_session.fetch_add(1, Ordering::SeqCst));
+        match Session::open(
+            id,
+            range,
+            self.shared.config.session_memory,
+            self.shared.device.clone(),
+            self.shared.cache.clone(),
+        ) {
+            Ok(session) => {
+                self.shared.open_sessions.fetch_add(1, Ordering::SeqCst);
+                Ok(session)
+            }
+            Err(e) => {
+                self.give_back_range(range);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn give_back_range(&self, range: MemoryRange) {
+        self.shared
+            .ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(range);
+    }
+
+    fn close_session(&self, session: Session) {
+        let range = session.range();
+        let id = session.id();
+        let used = session.used_memory();
+        drop(session);
+        self.give_back_range(range);
+        self.shared.open_sessions.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(session = id.0, freed_bytes = used, "session closed");
+    }
+
+    async fn run_session(
+        &self,
+        session: Session,
+        mut reader: FrameReader<RecvStream>,
+        writer: FrameWriter<SendStream>,
+        peer: &str,
+    ) {
+        let session_id = session.id().0;
+        let cancel = session.cancel_flag();
+        let (request_tx, request_rx) = mpsc::channel::<Incoming>(READ_AHEAD);
+        let (reply_tx, reply_rx) = mpsc::unbounded_channel::<(u64, CallReply)>();
+        let mut executor =
+            tokio::task::spawn_blocking(move || execute(session, request_rx, reply_tx));
+        let replies = tokio::spawn(write_replies(writer, reply_rx));
+
+        let mut finished = None;
+        let ended = tokio::select! {
+            ended = read_requests(&mut reader, &request_tx) => ended,
+            // The executor stops by itself when the session detaches.
+            done = &mut executor => {
+                finished = Some(done);
+                ReadEnd::ExecutorDone
+            }
+        };
+        match &ended {
+            ReadEnd::Closed => {
+                tracing::debug!(%peer, session = session_id, "client closed the stream")
+            }
+            ReadEnd::ExecutorDone => {}
+            ReadEnd::BadFrame(e) => tracing::warn!(
+                %peer, session = session_id,
+                "closing the connection after a bad frame: {e}"
+            ),
+        }
+        if !matches!(ended, ReadEnd::ExecutorDone) {
+            // The client is gone or misbehaved: stop a running kernel, drop queued work.
+            cancel.store(true, Ordering::SeqCst);
+        }
+        drop(request_tx);
+        let done = match finished {
+            Some(done) => done,
+            None => executor.await,
+        };
+        match done {
+            Ok(session) => self.close_session(session),
+            Err(e) => tracing::error!(session = session_id, "session executor failed: {e}"),
+        }
+        let _ = replies.await;
+    }
+}
+
+/// The credential check of the attach step. A worker started without a gateway accepts
+/// only clients without credentials; tickets need the gateway (issue 7) to verify them.
+pub fn authorize(hello: &Hello) -> Result<(), CallError> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(call_error(
+            CuResult::ERROR_NOT_SUPPORTED,
+            format!(
+                "protocol version {} is not supported; this worker speaks version \
+                 {PROTOCOL_VERSION}: use a gpufn stub of the same release",
+                hello.protocol_version
+            ),
+        ));
+    }
+    if !matches!(hello.role, Role::Stub | Role::Cli) {
+        return Err(call_error(
+            CuResult::ERROR_NOT_PERMITTED,
+            format!("a {:?} cannot open a session on a worker", hello.role),
+        ));
+    }
+    if hello.channel != Channel::Calls || hello.session.is_some() {
+        return Err(call_error(
+            CuResult::ERROR_NOT_SUPPORTED,
+            "this worker serves one Calls stream per session; bulk streams and joining \
+             an existing session are not supported yet",
+        ));
+    }
+    match &hello.credentials {
+        Credentials::None => Ok(()),
+        Credentials::Ticket(_) | Credentials::Token(_) => Err(call_error(
+            CuResult::ERROR_NOT_PERMITTED,
+            "this worker runs without a gateway and cannot verify tickets or tokens; \
+             connect without credentials, or through the gateway once it places sessions",
+        )),
+    }
+}
+
+/// One request read from the stream, with its payload.
+struct Incoming {
+    id: u64,
+    kind: FrameKind,
+    request: Request,
+    payload: Vec<u8>,
+}
+
+enum HelloError {
+    Frame(FrameError),
+    Refused { id: u64, error: CallError },
+}
+
+/// Reads the first frame, which must be a `Hello` call. `Ok(None)`: the stream ended first.
+async fn read_hello(
+    reader: &mut FrameReader<RecvStream>,
+) -> Result<Option<(u64, Hello)>, HelloError> {
+    let Some(header) = reader.next_frame().await.map_err(HelloError::Frame)? else {
+        return Ok(None);
+    };
+    if header.kind != FrameKind::Call {
+        return Err(HelloError::Frame(FrameError::UnexpectedKind {
+            expected: "a Hello call",
+            got: header.kind,
+        }));
+    }
+    match reader.request().map_err(HelloError::Frame)? {
+        Request::Hello(hello) => Ok(Some((header.id, hello))),
+        other => Err(HelloError::Refused {
+            id: header.id,
+            error: call_error(
+                CuResult::ERROR_NOT_INITIALIZED,
+                format!("the first call of a stream must be Hello, not {other:?}"),
+            ),
+        }),
+    }
+}
+
+enum ReadEnd {
+    /// The client ended the stream.
+    Closed,
+    /// The executor stopped taking requests (the session detached).
+    ExecutorDone,
+    /// The client sent something that is not a valid frame.
+    BadFrame(FrameError),
+}
+
+async fn read_requests(
+    reader: &mut FrameReader<RecvStream>,
+    requests: &mpsc::Sender<Incoming>,
+) -> ReadEnd {
+    loop {
+        let header = match reader.next_frame().await {
+            Ok(Some(header)) => header,
+            Ok(None) | Err(FrameError::Closed) => return ReadEnd::Closed,
+            Err(e) => return ReadEnd::BadFrame(e),
+        };
+        if !matches!(header.kind, FrameKind::Call | FrameKind::Post) {
+            return ReadEnd::BadFrame(FrameError::UnexpectedKind {
+                expected: "a call or post",
+                got: header.kind,
+            });
+        }
+        let request = match reader.request() {
+            Ok(request) => request,
+            Err(e) => return ReadEnd::BadFrame(e),
+        };
+        let payload = match reader.read_payload_vec().await {
+            Ok(payload) => payload,
+            Err(FrameError::Closed) => return ReadEnd::Closed,
+            Err(e) => return ReadEnd::BadFrame(e),
+        };
+        let incoming = Incoming {
+            id: header.id,
+            kind: header.kind,
+            request,
+            payload,
+        };
+        if requests.send(incoming).await.is_err() {
+            return ReadEnd::ExecutorDone;
+        }
+    }
+}
+
+/// Runs a session's requests in order until the stream ends, the client detaches or the
+/// session is cancelled; gives the session back to be closed.
+fn execute(
+    mut session: Session,
+    mut requests: mpsc::Receiver<Incoming>,
+    replies: mpsc::UnboundedSender<(u64, CallReply)>,
+) -> Session {
+    let cancel = session.cancel_flag();
+    while let Some(incoming) = requests.blocking_recv() {
+        if cancel.load(Ordering::SeqCst) {
+            break;
+        }
+        let Incoming {
+            id,
+            kind,
+            request,
+            payload,
+        } = incoming;
+        if let Some(reply) = session.execute(id, kind, request, payload)
+            && replies.send((id, reply)).is_err()
+        {
+            break;
+        }
+        if session.is_detached() {
+            break;
+        }
+    }
+    session
+}
+
+async fn write_replies(
+    mut writer: FrameWriter<SendStream>,
+    mut replies: mpsc::UnboundedReceiver<(u64, CallReply)>,
+) {
+    while let Some((id, reply)) = replies.recv().await {
+        let parts: [&[u8]; 2] = [&reply.data, &reply.printf];
+        let written = match writer.write_reply(id, &reply.message, &parts).await {
+            Ok(()) => writer.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::debug!("could not send a reply, the client is gone: {e}");
+            return;
+        }
+    }
+    let mut send = writer.into_inner();
+    let _ = send.finish().await;
+}
+
+async fn write_reply(
+    writer: &mut FrameWriter<SendStream>,
+    id: u64,
+    message: ReplyMessage,
+) -> Result<(), FrameError> {
+    writer.write_reply(id, &message, &[]).await?;
+    writer.flush().await
+}
+
+/// Answers a refused handshake and ends the stream.
+async fn refuse(
+    writer: &mut FrameWriter<SendStream>,
+    id: u64,
+    error: CallError,
+) -> Result<(), FrameError> {
+    let message = ReplyMessage {
+        deferred: Vec::new(),
+        result: Err(error),
+        printf_bytes: 0,
+    };
+    write_reply(writer, id, message).await
+}
+
+fn ok_reply(reply: Reply) -> ReplyMessage {
+    ReplyMessage {
+        deferred: Vec::new(),
+        result: Ok(reply),
+        printf_bytes: 0,
+    }
+}
+
+fn call_error(code: CuResult, message: impl Into<String>) -> CallError {
+    CallError {
+        code,
+        message: message.into(),
+    }
+}
