@@ -53,6 +53,8 @@ struct Conn {
     lost: Option<String>,
     /// The first error of a post not yet reported to the program.
     deferred: Option<CuResult>,
+    /// The worker's address, for messages.
+    address: String,
 }
 
 /// Where to send the payload of a reply.
@@ -115,8 +117,7 @@ impl Session {
         };
         let cannot_reach = |e: &dyn std::fmt::Display| {
             format!(
-                "cannot reach the worker at {address_text}: {e}. Is `gpufn worker` running \
-                 there? Check GPUFN_WORKER."
+                "cannot reach the worker at {address_text} (GPUFN_WORKER): {e}"
             )
         };
         let (connection, send, recv) = runtime
@@ -134,6 +135,7 @@ impl Session {
             next_id: 1,
             lost: None,
             deferred: None,
+            address: address_text.clone(),
         };
         let hello = Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -280,7 +282,7 @@ impl Conn {
         self.batch = batch;
         self.batch.clear();
         if let Err(e) = written {
-            self.lose(format!("cannot send to the worker: {e}"));
+            self.lose(format!("cannot send: {e}"));
         }
     }
 
@@ -331,7 +333,7 @@ impl Conn {
         let message = match received {
             Ok(message) => message,
             Err(e) => {
-                self.lose(format!("lost the connection to the worker: {e}"));
+                self.lose(format!("cannot receive: {e}"));
                 return Err(LOST);
             }
         };
@@ -356,8 +358,9 @@ impl Conn {
     fn lose(&mut self, why: String) {
         if self.lost.is_none() {
             crate::log::error(&format!(
-                "{why}; every further CUDA call of this program fails (the worker may have \
-                 stopped or been killed)"
+                "lost the worker at {}: {why}; every further CUDA call of this program fails \
+                 with CUDA_ERROR_DEVICE_UNAVAILABLE (did the worker stop or get killed?)",
+                self.address
             ));
             self.lost = Some(why);
         }
