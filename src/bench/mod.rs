@@ -1,0 +1,3 @@
+//! `gpufn bench …`: benchmark programs. Each measures its baseline in the same run.
+
+pub mod transport;
