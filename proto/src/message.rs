@@ -267,6 +267,9 @@ pub struct DeviceInventory {
     pub total_memory: u64,
     pub compute_capability: (u32, u32),
     pub backend: Backend,
+    /// Device attributes as the driver reports them, so the gateway can hand a session's
+    /// device properties to the stub in [`Reply::Attached`] without asking the worker.
+    pub attributes: Vec<(DeviceAttribute, i32)>,
 }
 
 /// Live usage of one device, carried by heartbeats.
@@ -289,6 +292,11 @@ pub struct SessionUsage {
     pub swapped_bytes: u64,
     /// Milliseconds since the session's last call.
     pub idle_ms: u64,
+    /// Bytes copied between host and device for the session so far (copies, module images,
+    /// swap traffic), cumulative: the gateway meters the difference between heartbeats.
+    pub bytes_moved: u64,
+    /// Swap-outs and swap-ins of the session so far, cumulative.
+    pub swap_events: u32,
 }
 
 /// A request from a client to a server. Calls marked *(payload)* carry their bytes in the
@@ -494,6 +502,13 @@ pub enum Request {
         start: EventId,
         end: EventId,
     },
+
+    // --- gateway control (gateway → worker) ---
+    /// End a session now (an operator or its tenant ended it through the gateway); its
+    /// stub's next call fails.
+    EndSession {
+        session: SessionId,
+    },
 }
 
 /// A successful answer to a synchronous call.
@@ -535,6 +550,9 @@ pub enum Reply {
     Registered {
         heartbeat_interval_ms: u32,
         lease_ms: u32,
+        /// PEM (SPKI) of the gateway's Ed25519 ticket key: the worker verifies session tickets
+        /// and gateway control tickets with it (see "Gateway protocol" in ARCHITECTURE.md).
+        ticket_public_key: String,
     },
     HeartbeatAck,
 }
