@@ -80,17 +80,28 @@ pub struct Rtt {
     pub p99_us: f64,
 }
 
+/// One side's numbers: raw transport or through gpufn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    pub rtt: Rtt,
+    /// Bulk throughput in MiB/s, median over the rounds.
+    pub bulk: f64,
+    /// CPU time of this process (client and server together) per round trip. Unlike wall
+    /// time it hardly moves with load from other processes, so it shows the protocol's cost
+    /// even on a busy machine.
+    pub cpu_per_call_us: f64,
+    /// Bulk bytes moved per CPU second of this process.
+    pub mib_per_cpu_s: f64,
+}
+
 /// One transport's results.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub kind: Kind,
-    pub raw_rtt: Rtt,
-    pub gpufn_rtt: Rtt,
-    /// MiB/s, median over the rounds.
-    pub raw_bulk: f64,
-    pub gpufn_bulk: f64,
-    /// Median over the rounds of gpufn's throughput over the raw throughput measured right
-    /// before it: pairing cancels slow drift in the machine's load.
+    pub raw: Measured,
+    pub gpufn: Measured,
+    /// Median over the rounds of gpufn's throughput over the raw throughput measured next to
+    /// it: pairing cancels slow drift in the machine's load.
     pub bulk_ratio: f64,
     /// QUIC only: plain UDP datagram echo (RTT) and stop-and-wait 60,000-byte datagrams.
     pub udp: Option<(Rtt, f64)>,
@@ -99,7 +110,7 @@ pub struct Row {
 impl Row {
     /// Protocol round trip over raw round trip, minus one, at p50.
     pub fn rtt_overhead(&self) -> f64 {
-        self.gpufn_rtt.p50_us / self.raw_rtt.p50_us - 1.0
+        self.gpufn.rtt.p50_us / self.raw.rtt.p50_us - 1.0
     }
 }
 
@@ -162,33 +173,54 @@ async fn measure(
     let frames = (options.bulk_bytes / options.bulk_frame as u64).max(1);
     let per_round = (options.rtt_iterations / options.rounds.max(1)).max(1);
 
-    let mut raw_samples = Vec::new();
-    let mut gpufn_samples = Vec::new();
-    let (mut raw_bulk, mut gpufn_bulk) = (Vec::new(), Vec::new());
+    let mut raw_side = Side::default();
+    let mut gpufn_side = Side::default();
     // Warm-up: connections, windows, caches.
     raw.rtt(200, request_bytes, reply_bytes).await?;
     gpufn.rtt(200).await?;
     for round in 0..options.rounds.max(1) {
         // Alternate which side goes first, so neither always runs in the other's wake.
-        let gpufn_first = round % 2 == 1;
-        if gpufn_first {
-            gpufn_samples.extend(gpufn.rtt(per_round).await?);
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for through_gpufn in order {
+            let cpu = cpu_time();
+            let samples = if through_gpufn {
+                gpufn.rtt(per_round).await?
+            } else {
+                raw.rtt(per_round, request_bytes, reply_bytes).await?
+            };
+            let side = if through_gpufn {
+                &mut gpufn_side
+            } else {
+                &mut raw_side
+            };
+            side.rtt_cpu += cpu_time().saturating_sub(cpu);
+            side.samples.extend(samples);
         }
-        raw_samples.extend(raw.rtt(per_round, request_bytes, reply_bytes).await?);
-        if !gpufn_first {
-            gpufn_samples.extend(gpufn.rtt(per_round).await?);
-        }
-        if gpufn_first {
-            gpufn_bulk.push(gpufn.bulk(frames, options.bulk_frame).await?);
-        }
-        raw_bulk.push(raw.bulk(frames, options.bulk_frame).await?);
-        if !gpufn_first {
-            gpufn_bulk.push(gpufn.bulk(frames, options.bulk_frame).await?);
+        for through_gpufn in order {
+            let cpu = cpu_time();
+            let throughput = if through_gpufn {
+                gpufn.bulk(frames, options.bulk_frame).await?
+            } else {
+                raw.bulk(frames, options.bulk_frame).await?
+            };
+            let side = if through_gpufn {
+                &mut gpufn_side
+            } else {
+                &mut raw_side
+            };
+            side.bulk_cpu += cpu_time().saturating_sub(cpu);
+            side.bulk_bytes += frames * options.bulk_frame as u64;
+            side.bulk.push(throughput);
         }
     }
-    let ratios = raw_bulk
+    let ratios = raw_side
+        .bulk
         .iter()
-        .zip(&gpufn_bulk)
+        .zip(&gpufn_side.bulk)
         .map(|(raw, gpufn)| gpufn / raw)
         .collect();
     let udp = if kind == Kind::Quic {
@@ -198,13 +230,33 @@ async fn measure(
     };
     Ok(Row {
         kind,
-        raw_rtt: percentiles(raw_samples),
-        gpufn_rtt: percentiles(gpufn_samples),
-        raw_bulk: median(raw_bulk),
-        gpufn_bulk: median(gpufn_bulk),
+        raw: raw_side.summary(),
+        gpufn: gpufn_side.summary(),
         bulk_ratio: median(ratios),
         udp,
     })
+}
+
+/// What one side (raw or gpufn) accumulated over the rounds.
+#[derive(Default)]
+struct Side {
+    samples: Vec<Duration>,
+    rtt_cpu: Duration,
+    bulk: Vec<f64>,
+    bulk_cpu: Duration,
+    bulk_bytes: u64,
+}
+
+impl Side {
+    fn summary(self) -> Measured {
+        let calls = self.samples.len().max(1) as f64;
+        Measured {
+            cpu_per_call_us: self.rtt_cpu.as_secs_f64() * 1e6 / calls,
+            mib_per_cpu_s: mib_per_s(self.bulk_bytes, self.bulk_cpu),
+            rtt: percentiles(self.samples),
+            bulk: median(self.bulk),
+        }
+    }
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> Rtt {
@@ -222,6 +274,20 @@ fn percentiles(mut samples: Vec<Duration>) -> Rtt {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// CPU time used so far by this process, all threads.
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_PROCESS_CPUTIME_ID exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
@@ -672,27 +738,36 @@ impl fmt::Display for Report {
         writeln!(f)?;
         writeln!(
             f,
-            "| transport | raw RTT p50 / p99 (µs) | gpufn RTT p50 / p99 (µs) | p50 overhead | raw bulk (MiB/s) | gpufn bulk (MiB/s) | gpufn / raw (paired) |"
+            "| transport | RTT p50 / p99 raw (µs) | RTT p50 / p99 gpufn (µs) | p50 overhead | \
+             CPU per call raw / gpufn (µs) | bulk raw (MiB/s) | bulk gpufn (MiB/s) | \
+             gpufn / raw (paired) | MiB per CPU-s raw / gpufn |"
         )?;
-        writeln!(f, "|---|---|---|---|---|---|---|")?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|")?;
         for row in &self.rows {
+            let (raw, gpufn) = (&row.raw, &row.gpufn);
             writeln!(
                 f,
-                "| {} | {:.1} / {:.1} | {:.1} / {:.1} | {:+.1}% | {:.0} | {:.0} | {:.0}% |",
+                "| {} | {:.1} / {:.1} | {:.1} / {:.1} | {:+.1}% | {:.1} / {:.1} | {:.0} | {:.0} \
+                 | {:.0}% | {:.0} / {:.0} |",
                 row.kind.name(),
-                row.raw_rtt.p50_us,
-                row.raw_rtt.p99_us,
-                row.gpufn_rtt.p50_us,
-                row.gpufn_rtt.p99_us,
+                raw.rtt.p50_us,
+                raw.rtt.p99_us,
+                gpufn.rtt.p50_us,
+                gpufn.rtt.p99_us,
                 row.rtt_overhead() * 100.0,
-                row.raw_bulk,
-                row.gpufn_bulk,
+                raw.cpu_per_call_us,
+                gpufn.cpu_per_call_us,
+                raw.bulk,
+                gpufn.bulk,
                 row.bulk_ratio * 100.0,
+                raw.mib_per_cpu_s,
+                gpufn.mib_per_cpu_s,
             )?;
             if let Some((rtt, throughput)) = row.udp {
                 writeln!(
                     f,
-                    "| (plain UDP datagrams, context) | {:.1} / {:.1} | – | – | {:.0} (stop-and-wait, {} B) | – | – |",
+                    "| (plain UDP datagrams, context) | {:.1} / {:.1} | – | – | – | \
+                     {:.0} (stop-and-wait, {} B) | – | – | – |",
                     rtt.p50_us, rtt.p99_us, throughput, UDP_DATAGRAM
                 )?;
             }
@@ -720,8 +795,9 @@ mod tests {
         let report = run(&options).await.unwrap();
         assert_eq!(report.rows.len(), 3);
         for row in &report.rows {
-            assert!(row.raw_rtt.p50_us > 0.0 && row.gpufn_rtt.p50_us > 0.0);
-            assert!(row.raw_bulk > 0.0 && row.gpufn_bulk > 0.0);
+            for side in [&row.raw, &row.gpufn] {
+                assert!(side.rtt.p50_us > 0.0 && side.bulk > 0.0 && side.cpu_per_call_us > 0.0);
+            }
         }
         let table = report.to_string();
         for name in ["QUIC", "TCP", "Unix socket", "plain UDP"] {
