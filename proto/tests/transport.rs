@@ -530,3 +530,22 @@ async fn unix_listener_replaces_a_stale_socket_but_not_a_live_one() {
     drop(live);
     assert!(!path.exists(), "the listener removes its socket file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn established_streams_outlive_the_listener() {
+    for kind in KINDS {
+        let scratch = Scratch::new("outlive");
+        let listener = listen(&scratch, kind).await;
+        let client = dial(&listener).await;
+        let server = listener.accept().await.unwrap();
+        let (mut send, mut recv) = client.open_stream().await.unwrap();
+        send.write_all(b"1").await.unwrap();
+        let (server_send, server_recv) = server.accept_stream().await.unwrap();
+        tokio::spawn(echo(server_send, server_recv));
+        drop(listener);
+        send.write_all(b"2").await.unwrap();
+        let mut got = [0u8; 2];
+        with_guard(kind, recv.read_exact(&mut got)).await.unwrap();
+        assert_eq!(&got, b"12", "{kind}");
+    }
+}

@@ -69,7 +69,8 @@ impl Default for ClientOptions {
     }
 }
 
-/// Listens for connections on one address.
+/// Listens for connections on one address. Dropping it stops accepting connections;
+/// established connections keep their open streams.
 pub struct Listener {
     inner: ListenerInner,
 }

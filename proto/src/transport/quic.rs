@@ -135,8 +135,10 @@ impl QuicListener {
 
 impl Drop for QuicListener {
     fn drop(&mut self) {
+        // Stop accepting, but let established connections run on: the endpoint lives on
+        // with them, as accepted TCP and Unix-socket connections outlive their listener.
         self.accept_task.abort();
-        self.endpoint.close(VarInt::from_u32(0), b"listener closed");
+        self.endpoint.set_server_config(None);
     }
 }
 
