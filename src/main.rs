@@ -1,12 +1,137 @@
 //! The `gpufn` command.
+//!
+//! Subcommands appear as the parts behind them are built; today: `gpufn bench …`.
 
-use clap::Parser;
+mod bench;
+mod cli;
 
-/// gpufn: serverless GPU functions.
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// gpufn: serverless GPU functions. Programs on CPU-only machines use pooled remote GPUs.
 #[derive(Parser)]
 #[command(name = "gpufn", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Measure a part of gpufn next to its baseline, measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Serve sessions: execute programs' CUDA calls on this machine's GPU or CPU.
+    Worker(cli::worker::WorkerArgs),
+    /// Run a program with the gpufn stub as its CUDA driver (a private worker unless
+    /// --worker is given).
+    Run(cli::run::RunArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Round-trip latency and bulk throughput of the protocol on QUIC, TCP and Unix sockets,
+    /// each next to the raw transport.
+    Transport(TransportArgs),
+    /// Lane-instructions per second of the CPU device's PTX interpreter, one thread and all.
+    Ptx(PtxArgs),
+    /// Swap-out and swap-in throughput of the host and disk tiers, next to memcpy and the
+    /// disk's sequential bandwidth.
+    Swap(SwapArgs),
+}
+
+#[derive(Args)]
+struct TransportArgs {
+    /// Transports to measure (comma-separated: quic, tcp, unix).
+    #[arg(long, value_delimiter = ',', default_value = "quic,tcp,unix")]
+    transports: Vec<String>,
+    /// Round trips per measurement round, raw and through gpufn each.
+    #[arg(long, default_value_t = 20_000)]
+    iterations: usize,
+    /// MiB moved per bulk measurement round, raw and through gpufn each.
+    #[arg(long, default_value_t = 512)]
+    bulk_mib: u64,
+    /// Raw and protocol runs alternate this many times.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+}
+
+#[derive(Args)]
+struct PtxArgs {
+    /// Threads for the multi-threaded figure (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct SwapArgs {
+    /// Session sizes in MiB (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+    sizes_mib: Vec<u64>,
+    /// Directory on the disk to measure (the disk tier and its baseline file go there).
+    #[arg(long, default_value = ".gpufn/bench-swap")]
+    dir: PathBuf,
+    /// Use the page cache instead of direct I/O for the disk tier and its baseline.
+    #[arg(long)]
+    buffered: bool,
+    /// Measurement rounds per size (the best round counts).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(bench) => run_bench(bench),
+        Command::Worker(args) => cli::worker::run(args),
+        Command::Run(args) => std::process::exit(cli::run::run(args)?),
+    }
+}
+
+fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Transport(args) => {
+            let options = bench::transport::Options {
+                kinds: args
+                    .transports
+                    .iter()
+                    .map(|name| parse_transport(name))
+                    .collect::<anyhow::Result<_>>()?,
+                rtt_iterations: args.iterations,
+                bulk_bytes: args.bulk_mib << 20,
+                rounds: args.rounds,
+                ..Default::default()
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
+            let report = runtime.block_on(bench::transport::run(&options))?;
+            println!("{report}");
+        }
+        BenchCommand::Ptx(args) => {
+            let threads = args
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let report = gpufn_ptx::bench::run(threads).map_err(anyhow::Error::msg)?;
+            println!("{report}");
+        }
+        BenchCommand::Swap(args) => {
+            let mut config = gpufn_swap::bench::BenchConfig::new(&args.dir);
+            config.sizes = args.sizes_mib.iter().map(|mib| mib << 20).collect();
+            config.direct_io = !args.buffered;
+            config.repeats = args.repeats;
+            let report = gpufn_swap::bench::run(&config)?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_transport(name: &str) -> anyhow::Result<bench::transport::Kind> {
+    use bench::transport::Kind;
+    match name.trim().to_ascii_lowercase().as_str() {
+        "quic" => Ok(Kind::Quic),
+        "tcp" => Ok(Kind::Tcp),
+        "unix" => Ok(Kind::Unix),
+        other => anyhow::bail!("unknown transport {other:?}: use quic, tcp or unix"),
+    }
 }

@@ -1,0 +1,109 @@
+//! `gpufn worker`: a standalone worker listening for sessions.
+
+use anyhow::Context;
+use clap::Args;
+use gpufn_proto::transport::Address;
+use gpufn_worker::config::parse_size;
+use gpufn_worker::device::backend_name;
+use gpufn_worker::{BackendChoice, Worker, WorkerConfig};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// Where stubs connect: tcp://HOST:PORT, unix:///PATH/TO.sock or quic://HOST:PORT
+    /// (repeat to listen on several). QUIC prints its address with the certificate pin.
+    #[arg(long, default_value = "tcp://127.0.0.1:7070")]
+    pub listen: Vec<String>,
+    /// Device memory quota of each session (cuMemGetInfo reports it as the total).
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    pub session_memory: u64,
+    /// Device backend: auto (a GPU if one can be used, else the CPU), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// Sessions served at once.
+    #[arg(long, default_value_t = gpufn_worker::address_space::MAX_SESSION_RANGES)]
+    pub max_sessions: u32,
+    /// Memory for module images shared across sessions.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub module_cache: u64,
+    /// Where the worker keeps its state (the QUIC development certificate).
+    #[arg(long, default_value = ".gpufn")]
+    pub data_dir: PathBuf,
+}
+
+impl WorkerArgs {
+    pub fn config(&self) -> anyhow::Result<WorkerConfig> {
+        let max = gpufn_worker::address_space::MAX_SESSION_RANGES;
+        anyhow::ensure!(
+            (1..=max).contains(&self.max_sessions),
+            "--max-sessions must be between 1 and {max}"
+        );
+        Ok(WorkerConfig {
+            backend: self.backend,
+            session_memory: self.session_memory,
+            max_sessions: self.max_sessions,
+            module_cache_bytes: self.module_cache,
+            ..WorkerConfig::default()
+        })
+    }
+}
+
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    super::init_logging("info");
+    let addresses = args
+        .listen
+        .iter()
+        .map(|a| a.parse::<Address>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let worker = Worker::new(args.config()?)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for address in &addresses {
+            if let Address::Quic { .. } = address {
+                std::fs::create_dir_all(&args.data_dir).with_context(|| {
+                    format!(
+                        "cannot create the data directory {}",
+                        args.data_dir.display()
+                    )
+                })?;
+            }
+            listeners.push(worker.bind(address, Some(&args.data_dir)).await?);
+        }
+        let device = worker.device().properties();
+        println!(
+            "gpufn worker: {} backend, {}; {} per session",
+            backend_name(worker.device()),
+            device.name,
+            human_bytes(args.session_memory)
+        );
+        for listener in &listeners {
+            let address = listener.local_address();
+            println!("listening on {address}");
+            println!("  try: gpufn run --worker '{address}' -- PROGRAM ARGS");
+        }
+        let serving = listeners.into_iter().map(|listener| {
+            let worker = worker.clone();
+            tokio::spawn(async move { worker.serve(listener).await })
+        });
+        let serving: Vec<_> = serving.collect();
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot wait for Ctrl-C")?;
+        println!("stopping");
+        for task in serving {
+            task.abort();
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (unit, shift) in UNITS {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
