@@ -3,6 +3,7 @@
 //! pinned, and bad peers get clear errors without harming the listener.
 //!
 //! No timings are asserted; the outer timeouts only turn a hang into a failure.
+#![cfg(feature = "transport")]
 
 use std::path::PathBuf;
 use std::time::Duration;
