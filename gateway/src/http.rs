@@ -176,7 +176,7 @@ async fn route(
             Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         )),
         (&Method::GET, ["readyz"]) => Some(("readyz", readyz(gateway))),
-        (&Method::GET, ["metrics"]) => Some(("metrics", Ok(metrics(gateway)))),
+        (&Method::GET, ["metrics"]) => Some(("metrics", Ok(metrics(gateway, &req)))),
         _ => None,
     };
     if let Some(answer) = open {
@@ -336,13 +336,29 @@ fn readyz(gateway: &Gateway) -> Result<Resp, ApiError> {
     ))
 }
 
-fn metrics(gateway: &Gateway) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(gateway.metrics.render())));
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the Prometheus text
+/// format.
+fn metrics(gateway: &Gateway, req: &Request<Incoming>) -> Resp {
+    let openmetrics = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (
+            gateway.metrics.render(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            gateway.metrics.render_prometheus(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        header::HeaderValue::from_static(content_type),
     );
     r
 }

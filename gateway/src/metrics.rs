@@ -135,6 +135,12 @@ impl Metrics {
             .inc();
     }
 
+    /// The Prometheus text format (0.0.4), for scrapers that do not ask for OpenMetrics
+    /// (and for `promtool check metrics`).
+    pub fn render_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.render())
+    }
+
     /// The OpenMetrics text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -142,5 +148,53 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text: counters' `HELP`/`TYPE` lines name the
+/// `_total` series (OpenMetrics names the family without it), and `# EOF`/`# UNIT` go.
+pub fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_series_and_drops_eof() {
+        let m = Metrics::new();
+        m.event("placement", "fit");
+        let text = m.render_prometheus();
+        assert!(
+            text.contains("# TYPE gpufn_scheduling_events_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP gpufn_scheduling_events_total "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE gpufn_workers gauge"), "{text}");
+        assert!(!text.contains("# EOF"));
     }
 }

@@ -502,5 +502,8 @@ async fn metrics_are_openmetrics_text_with_usage_and_events() {
         "{text}"
     );
     assert!(text.contains("gpufn_workers 1"), "{text}");
-    assert!(text.trim_end().ends_with("# EOF"));
+    assert!(
+        text.contains("# TYPE gpufn_scheduling_events_total counter"),
+        "{text}"
+    );
 }
