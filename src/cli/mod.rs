@@ -1,6 +1,9 @@
-//! `gpufn worker` and `gpufn run`.
+//! `gpufn worker`, `gpufn run`, `gpufn gateway`, `gpufn token`, `gpufn status`.
 
+pub mod gateway;
 pub mod run;
+pub mod status;
+pub mod token;
 pub mod worker;
 
 use tracing_subscriber::EnvFilter;
