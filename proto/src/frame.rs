@@ -21,7 +21,7 @@
 use crate::message::{ReplyMessage, Request};
 use serde::Serialize;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 24;
@@ -215,8 +215,12 @@ fn decode_exact<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Fra
 }
 
 /// Reads frames from a byte stream, reusing one buffer for messages.
+///
+/// The stream is read through a small buffer so that header and message of a small frame
+/// cost one read system call, not three; payload reads larger than that buffer go straight
+/// from the stream into the caller's destination.
 pub struct FrameReader<R> {
-    inner: R,
+    inner: BufReader<R>,
     limits: FrameLimits,
     message: Vec<u8>,
     /// Payload bytes of the current frame not yet consumed by the caller.
@@ -226,7 +230,7 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, limits: FrameLimits) -> Self {
         FrameReader {
-            inner,
+            inner: BufReader::with_capacity(16 << 10, inner),
             limits,
             message: Vec::new(),
             pending_payload: 0,
@@ -322,9 +326,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Gives back the underlying stream.
+    /// Gives back the underlying stream. Bytes already buffered but not yet read are lost,
+    /// so call this only at a frame boundary of a stream that carries nothing more.
     pub fn into_inner(self) -> R {
-        self.inner
+        self.inner.into_inner()
     }
 }
 

@@ -20,7 +20,7 @@ use gpufn_proto::frame::{
 };
 use gpufn_proto::message::{Reply, ReplyMessage, Request};
 use gpufn_proto::transport::{self, Address, ClientOptions, Listener, ServerOptions, ServerTls};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 
 /// The transports the benchmark knows.
@@ -308,7 +308,7 @@ struct GpufnPair {
 
 type Framed = (
     FrameWriter<transport::SendStream>,
-    FrameReader<BufReader<transport::RecvStream>>,
+    FrameReader<transport::RecvStream>,
 );
 
 impl GpufnPair {
@@ -338,7 +338,7 @@ impl GpufnPair {
             let (send, recv) = connection.open_stream().await?;
             Ok::<_, anyhow::Error>((
                 FrameWriter::new(send),
-                FrameReader::new(BufReader::new(recv), FrameLimits::default()),
+                FrameReader::new(recv, FrameLimits::default()),
             ))
         };
         let calls = open().await?;
@@ -404,7 +404,7 @@ impl GpufnPair {
 /// destination buffer (standing in for device memory).
 async fn serve_frames(send: transport::SendStream, recv: transport::RecvStream) {
     let mut writer = FrameWriter::new(send);
-    let mut reader = FrameReader::new(BufReader::new(recv), FrameLimits::default());
+    let mut reader = FrameReader::new(recv, FrameLimits::default());
     let mut device = Vec::new();
     let reply = pong();
     while let Ok(Some(header)) = reader.next_frame().await {
