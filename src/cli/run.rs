@@ -13,6 +13,8 @@ use std::process::{Command, ExitStatus};
 
 /// File name cargo gives the stub's cdylib (`cargo build -p gpufn-stub`), next to `gpufn`.
 pub const STUB_LIBRARY: &str = "libgpufn_stub.so";
+/// How long ending the private worker may wait for work still running in it.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Names under which programs look for the driver.
 const DRIVER_NAMES: [&str; 2] = ["libcuda.so.1", "libcuda.so"];
 
@@ -53,7 +55,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         (None, None) => unreachable!("a private worker is started when no address is given"),
     };
     let status = run_program(&args.command, &stub_dir, &address)?;
-    drop(runtime);
+    // A kernel of a session the program left behind must not hold up the exit.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     drop(private);
     Ok(exit_code(status))
 }

@@ -57,7 +57,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let worker = Worker::new(args.config()?)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let mut listeners = Vec::new();
         for address in &addresses {
             if let Address::Quic { .. } = address {
@@ -95,7 +95,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             task.abort();
         }
         anyhow::Ok(())
-    })
+    });
+    // Sessions still running a kernel must not hold up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    served
 }
 
 fn human_bytes(bytes: u64) -> String {
