@@ -116,9 +116,7 @@ impl Session {
             ..ClientOptions::default()
         };
         let cannot_reach = |e: &dyn std::fmt::Display| {
-            format!(
-                "cannot reach the worker at {address_text} (GPUFN_WORKER): {e}"
-            )
+            format!("cannot reach the worker at {address_text} (GPUFN_WORKER): {e}")
         };
         let (connection, send, recv) = runtime
             .block_on(async {

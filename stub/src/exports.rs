@@ -90,13 +90,11 @@ pub fn resolve_proc(name: &str, version: u32, per_thread: bool) -> Result<&'stat
             .max_by_key(|e| e.version)
     };
     let plain = best(Flavour::Plain);
-    if per_thread {
-        if let Some(entry) = best(Flavour::PerThread) {
-            // A per-thread entry only counts if it is at least as new as the plain one.
-            if plain.is_none_or(|p| entry.version >= p.version) {
-                return Ok(entry.symbol);
-            }
-        }
+    // A per-thread entry only counts if it is at least as new as the plain one.
+    if let Some(entry) = best(Flavour::PerThread).filter(|_| per_thread)
+        && plain.is_none_or(|p| entry.version >= p.version)
+    {
+        return Ok(entry.symbol);
     }
     if let Some(entry) = plain {
         return Ok(entry.symbol);

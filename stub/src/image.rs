@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn wrapper_and_fatbin_resolve_to_the_fatbin_bytes() {
-        let mut fatbin = vec![0u8; 16 + 40];
+        let mut fatbin = [0u8; 16 + 40];
         fatbin[..4].copy_from_slice(&FATBIN_MAGIC.to_le_bytes());
         fatbin[4..6].copy_from_slice(&1u16.to_le_bytes());
         fatbin[6..8].copy_from_slice(&16u16.to_le_bytes());

@@ -1,6 +1,11 @@
 //! The hand-written driver API functions. Each `extern "C"` function runs its body inside
 //! [`guard`], which traces the call under `GPUFN_LOG=debug` and turns a panic into
 //! `CUDA_ERROR_UNKNOWN` (a panic must never unwind into the program).
+//!
+//! The functions take raw pointers under the CUDA API's contracts (out-parameters, images,
+//! parameter arrays). They are entry points for C callers, not for Rust code, so they are not
+//! marked `unsafe`; each dereference is an `unsafe` block naming the contract it relies on.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod context;
 pub mod device;

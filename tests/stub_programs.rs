@@ -1,0 +1,473 @@
+//! End-to-end tests of the stub: real nvcc-built programs (static and shared cudart), a C
+//! program on the driver API and a Rust program on cudarc run unmodified through
+//! `gpufn run` on the `cpu` backend, and must print correct results; error cases (illegal
+//! address, quota, a killed or unreachable worker, another session's memory) must reach the
+//! program as real CUDA errors with clear messages.
+//!
+//! The stub (`libgpufn_stub.so`) is a separate cdylib that `gpufn run` expects next to the
+//! `gpufn` executable. Cargo does not build it for the root package's tests, so the tests run
+//! `cargo build -p gpufn-stub` once, with the same profile as the `gpufn` binary under test.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use support::cuda::{Toolchain, describe, output_text, toolchain};
+
+/// Longest a program may take before the test calls it hung (a guard, not a measurement).
+const HANG_GUARD: Duration = Duration::from_secs(300);
+
+fn gpufn() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gpufn"))
+}
+
+/// `target/<profile>/`, where `gpufn` and the stub live.
+fn profile_dir() -> PathBuf {
+    gpufn().parent().expect("gpufn has a folder").to_path_buf()
+}
+
+/// Runs `cargo build -p gpufn-stub` (plus `extra` arguments) with the profile of `gpufn`.
+fn cargo_build_stub(extra: &[&str]) {
+    let profile = profile_dir()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(support::cuda::repo_root())
+        .args(["build", "--quiet", "-p", "gpufn-stub"])
+        .args(extra);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let output = command.output().expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "building the stub failed: {}\n{}",
+        describe(&command),
+        output_text(&output)
+    );
+}
+
+/// The stub library (and the cudarc example program), built once per test process in one
+/// cargo invocation.
+fn stub_library() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| cargo_build_stub(&["--lib", "--example", "cudarc_vector_add"]));
+    let library = profile_dir().join("libgpufn_stub.so");
+    assert!(library.is_file(), "{} was not built", library.display());
+    library
+}
+
+/// A scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("stub-programs")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
+/// Compiles `tests/programs/<source>` with nvcc.
+fn compile(tc: &Toolchain, source: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let path = support::cuda::repo_root()
+        .join("tests/programs")
+        .join(source);
+    tc.compile(&path, name, flags)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `gpufn run [options] -- program args`, with the toolchain's environment (so shared-cudart
+/// programs find `libcudart.so.13`).
+fn gpufn_run(tc: &Toolchain, options: &[&str], program: &Path, args: &[&str]) -> Command {
+    stub_library();
+    let mut command = tc.command(gpufn());
+    command
+        .arg("run")
+        .args(["--backend", "cpu"])
+        .args(options)
+        .arg("--")
+        .arg(program)
+        .args(args);
+    command
+}
+
+/// Runs `command` to completion, failing the test if it hangs.
+fn finish(mut command: Command) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", describe(&command)));
+    wait_guarded(child, &describe(&command))
+}
+
+fn wait_guarded(mut child: Child, what: &str) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > HANG_GUARD {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!("{what} hung\n{}", output_text(&output));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({})\n{}",
+        output.status,
+        output_text(output)
+    );
+}
+
+/// A standalone `gpufn worker` on a Unix socket, killed when dropped.
+struct Worker {
+    child: Child,
+    address: String,
+}
+
+impl Worker {
+    fn start(dir: &Path) -> Worker {
+        stub_library();
+        let address = format!("unix://{}", dir.join("worker.sock").display());
+        let mut child = Command::new(gpufn())
+            .args(["worker", "--backend", "cpu", "--listen", &address])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("gpufn worker starts");
+        let out = child.stdout.take().expect("worker stdout");
+        let mut lines = BufReader::new(out).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("listening on") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("gpufn worker exited before listening on {address}"),
+            }
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Worker { child, address }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn static_cudart_programs_print_correct_results() {
+    let tc = toolchain().unwrap();
+    let vadd = compile(tc, "vector_add.cu", "stub-vadd-static", &["-arch=sm_90"]);
+    let output = finish(gpufn_run(tc, &[], &vadd, &[]));
+    assert_success(&output, "vector_add (static cudart)");
+    assert!(
+        stdout(&output).contains("vector_add ok"),
+        "{}",
+        output_text(&output)
+    );
+
+    let corpus = compile(tc, "corpus.cu", "stub-corpus-static", &["-arch=sm_90"]);
+    let output = finish(gpufn_run(tc, &[], &corpus, &[]));
+    assert_success(&output, "corpus (static cudart)");
+    let text = stdout(&output);
+    for case in [
+        "saxpy",
+        "reduce",
+        "histogram",
+        "matmul",
+        "transpose",
+        "scan",
+        "constant",
+        "calls",
+        "softmax",
+        "blur",
+        "half",
+        "corpus",
+    ] {
+        assert!(
+            text.contains(&format!("{case} ok")),
+            "{case} missing\n{text}"
+        );
+    }
+}
+
+#[test]
+fn shared_cudart_programs_print_correct_results() {
+    let tc = toolchain().unwrap();
+    let corpus = compile(
+        tc,
+        "corpus.cu",
+        "stub-corpus-shared",
+        &["-arch=sm_90", "-cudart", "shared"],
+    );
+    let output = finish(gpufn_run(tc, &[], &corpus, &[]));
+    assert_success(&output, "corpus (shared cudart)");
+    assert!(
+        stdout(&output).contains("corpus ok"),
+        "{}",
+        output_text(&output)
+    );
+}
+
+/// PTX text for the driver-API programs.
+fn kernels_ptx(tc: &Toolchain, name: &str) -> PathBuf {
+    compile(tc, "kernels.cu", name, &["-ptx", "-arch=compute_80"])
+}
+
+#[test]
+fn c_program_on_the_driver_api_runs_ptx_text() {
+    let tc = toolchain().unwrap();
+    let ptx = kernels_ptx(tc, "stub-driver-api-ptx");
+    let dir = scratch("driver-api");
+    // Link against the stub as libcuda.so (no wheel ships the link-time stub).
+    let library = stub_library();
+    let link = dir.join("libcuda.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(library, &link).unwrap();
+    let program = dir.join("driver_api");
+    let mut gcc = Command::new("gcc");
+    gcc.arg(support::cuda::repo_root().join("tests/programs/driver_api.c"))
+        .arg(format!("-I{}", tc.cuda_home().join("include").display()))
+        .arg(format!("-L{}", dir.display()))
+        .arg("-lcuda")
+        .arg("-o")
+        .arg(&program);
+    let built = gcc.output().expect("gcc runs");
+    assert_success(&built, &describe(&gcc));
+
+    let output = finish(gpufn_run(tc, &[], &program, &[ptx.to_str().unwrap()]));
+    assert_success(&output, "driver_api");
+    assert!(
+        stdout(&output).contains("driver_api ok"),
+        "{}",
+        output_text(&output)
+    );
+}
+
+#[test]
+fn rust_program_on_cudarc_runs_through_the_stub() {
+    let tc = toolchain().unwrap();
+    let ptx = kernels_ptx(tc, "stub-cudarc-ptx");
+    stub_library();
+    let program = profile_dir().join("examples/cudarc_vector_add");
+    let output = finish(gpufn_run(tc, &[], &program, &[ptx.to_str().unwrap()]));
+    assert_success(&output, "cudarc_vector_add");
+    assert!(
+        stdout(&output).contains("cudarc ok"),
+        "{}",
+        output_text(&output)
+    );
+}
+
+#[test]
+fn kernel_printf_reaches_stdout() {
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "printf.cu", "stub-printf", &["-arch=sm_90"]);
+    let output = finish(gpufn_run(tc, &[], &program, &[]));
+    assert_success(&output, "printf");
+    let text = stdout(&output);
+    for t in 0..4 {
+        assert!(
+            text.contains(&format!("hello from thread {t}: {}", 100 + t)),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn debug_log_shows_each_forwarded_call_with_its_result() {
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "vector_add.cu", "stub-vadd-log", &["-arch=sm_90"]);
+    let mut command = gpufn_run(tc, &[], &program, &[]);
+    command.env("GPUFN_LOG", "debug");
+    let output = finish(command);
+    assert_success(&output, "vector_add with GPUFN_LOG=debug");
+    let log = stderr(&output);
+    for line in [
+        "gpufn: cuInit -> CUDA_SUCCESS",
+        "gpufn: cuMemAlloc_v2 -> CUDA_SUCCESS",
+        "gpufn: cuLaunchKernel -> CUDA_SUCCESS",
+        "gpufn: cuMemcpyDtoH_v2 -> CUDA_SUCCESS",
+    ] {
+        assert!(log.contains(line), "missing `{line}` in:\n{log}");
+    }
+}
+
+#[test]
+fn out_of_bounds_kernel_is_an_illegal_address() {
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "errors.cu", "stub-errors-oob", &["-arch=sm_90"]);
+    let output = finish(gpufn_run(tc, &[], &program, &["oob"]));
+    assert_success(&output, "errors oob");
+    assert!(
+        stdout(&output).contains("oob: cudaErrorIllegalAddress"),
+        "{}",
+        output_text(&output)
+    );
+}
+
+#[test]
+fn allocation_beyond_the_quota_fails_with_memory_allocation() {
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "errors.cu", "stub-errors-quota", &["-arch=sm_90"]);
+    let output = finish(gpufn_run(
+        tc,
+        &["--session-memory", "64MiB"],
+        &program,
+        &["quota"],
+    ));
+    assert_success(&output, "errors quota");
+    assert!(
+        stdout(&output).contains("quota: cudaErrorMemoryAllocation"),
+        "{}",
+        output_text(&output)
+    );
+}
+
+#[test]
+fn unreachable_worker_is_named_in_a_clear_message() {
+    let tc = toolchain().unwrap();
+    let program = compile(
+        tc,
+        "vector_add.cu",
+        "stub-vadd-unreachable",
+        &["-arch=sm_90"],
+    );
+    let dir = scratch("unreachable");
+    let address = format!("unix://{}", dir.join("nobody-listens.sock").display());
+    let output = finish(gpufn_run(tc, &["--worker", &address], &program, &[]));
+    assert!(!output.status.success(), "{}", output_text(&output));
+    assert!(
+        stderr(&output).contains(&address),
+        "the message must name {address}:\n{}",
+        output_text(&output)
+    );
+}
+
+#[test]
+fn killed_worker_fails_the_program_instead_of_hanging() {
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "long_running.cu", "stub-long-running", &["-arch=sm_90"]);
+    let dir = scratch("killed-worker");
+    let mut worker = Worker::start(&dir);
+    let address = worker.address.clone();
+    let mut child = gpufn_run(tc, &["--worker", &address], &program, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gpufn run starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("program output");
+        let started = line.starts_with("iteration 2");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.starts_with("iteration 2")),
+        "program never ran: {seen:?}"
+    );
+    worker.child.kill().expect("kill the worker");
+    worker.child.wait().expect("reap the worker");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let output = wait_guarded(child, "long_running after the worker died");
+    assert_eq!(output.status.code(), Some(2), "rest of stdout: {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("error cuda")),
+        "no CUDA error reported: {rest:?}"
+    );
+    let message = stderr(&output);
+    assert!(
+        message.contains("lost the worker at") && message.contains(&address),
+        "{message}"
+    );
+}
+
+#[test]
+fn sessions_cannot_reach_each_others_memory() {
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "isolation.cu", "stub-isolation", &["-arch=sm_90"]);
+    let dir = scratch("isolation");
+    let worker = Worker::start(&dir);
+    let go = dir.join("go");
+    let mut owner = gpufn_run(
+        tc,
+        &["--worker", &worker.address],
+        &program,
+        &["owner", go.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("owner starts");
+    let mut lines = BufReader::new(owner.stdout.take().unwrap()).lines();
+    let address = loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("address ") => {
+                break line["address ".len()..].trim().to_string();
+            }
+            Some(Ok(_)) => {}
+            _ => {
+                let output = wait_guarded(owner, "owner");
+                panic!("owner printed no address\n{}", output_text(&output));
+            }
+        }
+    };
+
+    let intruder = finish(gpufn_run(
+        tc,
+        &["--worker", &worker.address],
+        &program,
+        &["intruder", &address],
+    ));
+    std::fs::write(&go, b"").unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let owner_output = wait_guarded(owner, "owner");
+
+    assert_success(&intruder, "intruder (both accesses must fail)");
+    let text = stdout(&intruder);
+    assert!(text.contains("read: cudaError"), "{text}");
+    assert!(text.contains("write: cudaError"), "{text}");
+    assert!(!text.contains("cudaSuccess"), "{text}");
+    assert!(
+        owner_output.status.success() && rest.iter().any(|l| l == "owner intact"),
+        "owner: {rest:?}\n{}",
+        output_text(&owner_output)
+    );
+}
