@@ -27,6 +27,14 @@ enum Command {
     /// Run a program with the gpufn stub as its CUDA driver (a private worker unless
     /// --worker is given).
     Run(cli::run::RunArgs),
+    /// Run the gateway: HTTP API, auth, placement, metering; stubs attach and workers
+    /// register at its control endpoint.
+    Gateway(cli::gateway::GatewayArgs),
+    /// Manage tenant tokens.
+    #[command(subcommand)]
+    Token(cli::token::TokenCommand),
+    /// Show the pool: workers, devices, sessions and their swap state.
+    Status(cli::status::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +94,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(bench) => run_bench(bench),
         Command::Worker(args) => cli::worker::run(args),
         Command::Run(args) => std::process::exit(cli::run::run(args)?),
+        Command::Gateway(args) => cli::gateway::run(args),
+        Command::Token(command) => cli::token::run(command),
+        Command::Status(args) => cli::status::run(args),
     }
 }
 

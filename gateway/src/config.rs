@@ -32,13 +32,13 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// Loopback defaults with data under `data_dir`: HTTP on 127.0.0.1:7070, control over
-    /// QUIC on 127.0.0.1:7071.
+    /// Loopback defaults with data under `data_dir`: HTTP on 127.0.0.1:7080, control over
+    /// QUIC on 127.0.0.1:7081.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         GatewayConfig {
             data_dir: data_dir.into(),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 7070)),
-            control_addr: "quic://127.0.0.1:7071".to_owned(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7080)),
+            control_addr: "quic://127.0.0.1:7081".to_owned(),
             auth: AuthConfig::default(),
             pool: PoolConfig::default(),
             heartbeat_interval: Duration::from_secs(2),

@@ -12,6 +12,7 @@
 //! [`start`] runs a gateway in the current tokio runtime and returns its addresses.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod core;

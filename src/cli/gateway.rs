@@ -90,7 +90,10 @@ pub fn announce(g: &RunningGateway) {
     println!("  admin token (24 h): {admin}");
     println!();
     println!("next:");
-    println!("  export GPUFN_API=http://{} GPUFN_TOKEN={admin}", g.http_addr);
+    println!(
+        "  export GPUFN_API=http://{} GPUFN_TOKEN={admin}",
+        g.http_addr
+    );
     println!("  gpufn status");
     println!(
         "  gpufn token create --tenant TENANT --scope session --ttl 12h --data-dir {}",

@@ -19,13 +19,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         .token
         .context("no token: pass --token or set GPUFN_TOKEN (`gpufn up` prints one)")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let pool = runtime.block_on(gpufn_gateway::client::get_json(&args.api, "/v1/pool", Some(&token)))?;
+    let pool = runtime.block_on(gpufn_gateway::client::get_json(
+        &args.api,
+        "/v1/pool",
+        Some(&token),
+    ))?;
     print!("{}", render(&pool));
     Ok(())
 }
 
 fn gib(bytes: &Value) -> String {
-    format!("{:.1} GiB", bytes.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64)
+    format!(
+        "{:.1} GiB",
+        bytes.as_u64().unwrap_or(0) as f64 / (1u64 << 30) as f64
+    )
 }
 
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -67,7 +74,11 @@ pub fn render(pool: &Value) -> String {
                 d["name"].as_str().unwrap_or("?").to_owned(),
                 d["backend"].as_str().unwrap_or("?").to_owned(),
                 w["status"].as_str().unwrap_or("?").to_owned(),
-                format!("{} / {}", gib(&d["resident_bytes"]), gib(&d["memory_bytes"])),
+                format!(
+                    "{} / {}",
+                    gib(&d["resident_bytes"]),
+                    gib(&d["memory_bytes"])
+                ),
                 format!(
                     "{} resident, {} waiting, {} swapped out",
                     s["resident"], s["waiting"], s["swapped_out"]
@@ -81,7 +92,16 @@ pub fn render(pool: &Value) -> String {
         out += "no workers registered: start one with `gpufn worker --gateway ADDR`\n";
     } else {
         out += &table(
-            &["WORKER", "GPU", "NAME", "BACKEND", "STATUS", "MEMORY (resident/total)", "SESSIONS", "ADDRESS"],
+            &[
+                "WORKER",
+                "GPU",
+                "NAME",
+                "BACKEND",
+                "STATUS",
+                "MEMORY (resident/total)",
+                "SESSIONS",
+                "ADDRESS",
+            ],
             &devices,
         );
     }
@@ -107,7 +127,9 @@ pub fn render(pool: &Value) -> String {
         out += "no live sessions\n";
     } else {
         out += &table(
-            &["SESSION", "TENANT", "FUNCTION", "DEVICE", "STATE", "VRAM", "COMPUTE", "QOS"],
+            &[
+                "SESSION", "TENANT", "FUNCTION", "DEVICE", "STATE", "VRAM", "COMPUTE", "QOS",
+            ],
             &sessions,
         );
     }

@@ -49,14 +49,21 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
     anyhow::ensure!(!args.tenant.is_empty(), "--tenant must not be empty");
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
-    let store = Store::open(&args.data_dir)
-        .with_context(|| format!("cannot open the gateway state in {}", args.data_dir.display()))?;
+    let store = Store::open(&args.data_dir).with_context(|| {
+        format!(
+            "cannot open the gateway state in {}",
+            args.data_dir.display()
+        )
+    })?;
     let secret = store.secret_or_create(SECRET_HS256, generate_secret)?;
     let auth = AuthConfig {
         audience: args.audience,
         issuer: args.issuer,
         ..AuthConfig::default()
     };
-    println!("{}", TokenMinter::new(&secret, &auth).mint(&args.tenant, &scopes, ttl));
+    println!(
+        "{}",
+        TokenMinter::new(&secret, &auth).mint(&args.tenant, &scopes, ttl)
+    );
     Ok(())
 }
