@@ -90,3 +90,47 @@ async fn a_session_over_the_limit_is_refused_with_a_reason() {
     assert_eq!(e.code, gpufn_proto::CuResult::ERROR_DEVICE_UNAVAILABLE);
     assert!(e.message.contains("max-sessions"), "{}", e.message);
 }
+
+/// Spins forever.
+const SPIN_PTX: &str = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+
+.visible .entry spin()
+{
+LOOP:
+    bra.uni LOOP;
+}
+"#;
+
+#[tokio::test]
+async fn a_client_that_leaves_during_an_endless_kernel_frees_its_session() {
+    let w = start_worker("unix", config(1 << 20)).await;
+    let mut c = Client::connect(&w.address).await;
+    c.load_ptx(1, SPIN_PTX).await;
+    c.post(
+        Request::LaunchKernel {
+            function: gpufn_proto::message::FunctionRef {
+                module: gpufn_proto::message::ModuleId(1),
+                index: 0,
+            },
+            grid: [1, 1, 1],
+            block: [32, 1, 1],
+            shared_bytes: 0,
+            stream: None,
+            attributes: Vec::new(),
+        },
+        &[],
+    )
+    .await;
+    drop(c);
+    eventually(
+        "the endless kernel is cancelled and the session freed",
+        || w.worker.open_sessions() == 0,
+    )
+    .await;
+    // The worker still serves new sessions.
+    let mut next = Client::connect(&w.address).await;
+    assert_eq!(next.call(Request::Ping, &[]).await.ok(), Reply::Pong);
+}
