@@ -19,6 +19,7 @@ pub mod core;
 pub mod error;
 pub mod http;
 pub mod influx;
+pub mod manifest;
 pub mod metering;
 pub mod metrics;
 pub mod ratelimit;
