@@ -152,11 +152,14 @@ pub fn select(
         }
         (BackendChoice::Auto, Some(found)) => {
             match &found {
-                cuda::Detection::Devices { .. } => tracing::warn!(
+                // Nothing to fix: this machine has no GPU.
+                cuda::Detection::NoDriver | cuda::Detection::NoDevice => {
+                    tracing::info!("no GPU in use: {}", found.why_not_used())
+                }
+                _ => tracing::warn!(
                     "{}; serving sessions on the cpu device instead",
                     found.why_not_used()
                 ),
-                _ => tracing::info!("no GPU in use: {}", found.why_not_used()),
             }
             Ok(Arc::new(cpu::CpuDevice::new(launch_threads)))
         }
