@@ -24,6 +24,7 @@
 #![allow(non_snake_case)]
 
 pub mod api;
+pub mod carve;
 pub mod client;
 pub mod dark;
 pub mod exports;

@@ -83,6 +83,8 @@ pub struct State {
     pub events: HashMap<u64, Event>,
     /// Device allocations: address → size.
     pub device_allocations: BTreeMap<u64, u64>,
+    /// Where new device allocations go (created at the first allocation).
+    pub carver: Option<crate::carve::Carver>,
     /// Pinned host allocations and registrations: address → (size, flags, owned by the stub).
     pub host_allocations: BTreeMap<usize, (usize, u32, bool)>,
 }

@@ -78,6 +78,9 @@ pub extern "C" fn cuDevicePrimaryCtxReset_v2(device: c_int) -> CuResult {
                 ..Default::default()
             };
             st.device_allocations.clear();
+            if let Some(carver) = st.carver.as_mut() {
+                carver.reset();
+            }
             (was_announced.then_some(handle), destructors)
         };
         if let Some(handle) = handle {

@@ -2,6 +2,7 @@
 //! memory (served locally: it never needs the device) and pointer attributes.
 
 use super::{guard, session, write_out};
+use crate::carve::{CarveError, Carver};
 use crate::client::{MAX_CHUNK, ReplyData};
 use crate::state;
 use gpufn_proto::CuResult;
@@ -18,11 +19,57 @@ pub fn stream_of(handle: usize) -> Option<StreamId> {
     }
 }
 
-/// Allocates `size` bytes on the device.
+/// Allocates `size` bytes on the device. The address is carved locally from the client
+/// half of the session's range and announced with a post; only when the session's usage
+/// nears its quota is the allocation a call, so the worker's own accounting (which also
+/// counts module variables) answers at once.
 pub fn allocate(size: u64) -> Result<u64, CuResult> {
     if size == 0 {
         return Err(CuResult::ERROR_INVALID_VALUE);
     }
+    let session = session()?;
+    let Some(range) = session.memory else {
+        return allocate_remotely(size);
+    };
+    let (address, near_quota) = {
+        let mut st = state::state();
+        if st.carver.is_none() {
+            drop(st);
+            let quota = memory_info()?.1;
+            st = state::state();
+            st.carver
+                .get_or_insert_with(|| Carver::new(range.base, range.size, quota));
+        }
+        let carver = st.carver.as_mut().ok_or(CuResult::ERROR_UNKNOWN)?;
+        let address = carver.allocate(size).map_err(|e| match e {
+            CarveError::Zero => CuResult::ERROR_INVALID_VALUE,
+            CarveError::Quota | CarveError::NoSpace => CuResult::ERROR_OUT_OF_MEMORY,
+        })?;
+        let (in_use, quota) = carver.usage();
+        (address, in_use > quota / 4 * 3)
+    };
+    let request = Request::MemAlloc {
+        address: Some(address),
+        size,
+    };
+    let sent = if near_quota {
+        session.call(&request, &[], ReplyData::None).map(|_| ())
+    } else {
+        session.post(&request, &[])
+    };
+    let mut st = state::state();
+    if let Err(e) = sent {
+        if let Some(carver) = st.carver.as_mut() {
+            carver.free(address);
+        }
+        return Err(e);
+    }
+    st.device_allocations.insert(address, size);
+    Ok(address)
+}
+
+/// Allocation by the worker (sessions without an address range).
+fn allocate_remotely(size: u64) -> Result<u64, CuResult> {
     let reply = session()?.call(
         &Request::MemAlloc {
             address: None,
@@ -38,13 +85,27 @@ pub fn allocate(size: u64) -> Result<u64, CuResult> {
     Ok(address)
 }
 
+/// Free and total device memory of the session.
+pub fn memory_info() -> Result<(u64, u64), CuResult> {
+    match session()?.call(&Request::MemGetInfo, &[], ReplyData::None)? {
+        Reply::MemInfo { free, total } => Ok((free, total)),
+        _ => Err(CuResult::ERROR_UNKNOWN),
+    }
+}
+
 /// Frees a device allocation (asynchronously).
 pub fn free(address: u64) -> Result<(), CuResult> {
     if address == 0 {
         return Ok(());
     }
-    if state::state().device_allocations.remove(&address).is_none() {
-        return Err(CuResult::ERROR_INVALID_VALUE);
+    {
+        let mut st = state::state();
+        if st.device_allocations.remove(&address).is_none() {
+            return Err(CuResult::ERROR_INVALID_VALUE);
+        }
+        if let Some(carver) = st.carver.as_mut() {
+            carver.free(address);
+        }
     }
     session()?.post(&Request::MemFree { address }, &[])
 }
