@@ -101,7 +101,7 @@ def main() -> None:
         implemented |= set(re.findall(r'extern "C" fn (cu[A-Za-z0-9_]+)', text))
         # Functions defined through the api modules' export macros.
         implemented |= set(re.findall(r"(?m)^\s*(cu[A-Za-z0-9_]+)\(.*\) =>", text))
-        for pair in re.findall(r"stream_getter!\((cu[A-Za-z0-9_]+), (cu[A-Za-z0-9_]+)", text):
+        for pair in re.findall(r"stream_getter!\(\s*(cu[A-Za-z0-9_]+),\s*(cu[A-Za-z0-9_]+)", text):
             implemented |= set(pair)
     unknown = implemented - names
     if unknown:

@@ -297,17 +297,9 @@ crate::exports::not_supported_exports! {
     cuMemUnmap,
     cuMemcpy2D,
     cuMemcpy2DAsync,
-    cuMemcpy2DAsync_v2,
-    cuMemcpy2DAsync_v2_ptsz,
     cuMemcpy2DUnaligned,
-    cuMemcpy2DUnaligned_v2,
-    cuMemcpy2DUnaligned_v2_ptds,
-    cuMemcpy2D_v2,
-    cuMemcpy2D_v2_ptds,
     cuMemcpy3D,
     cuMemcpy3DAsync,
-    cuMemcpy3DAsync_v2,
-    cuMemcpy3DAsync_v2_ptsz,
     cuMemcpy3DBatchAsync,
     cuMemcpy3DBatchAsync_ptsz,
     cuMemcpy3DBatchAsync_v2,
@@ -318,8 +310,6 @@ crate::exports::not_supported_exports! {
     cuMemcpy3DPeer_ptds,
     cuMemcpy3DWithAttributesAsync,
     cuMemcpy3DWithAttributesAsync_ptsz,
-    cuMemcpy3D_v2,
-    cuMemcpy3D_v2_ptds,
     cuMemcpyAtoA,
     cuMemcpyAtoA_v2,
     cuMemcpyAtoA_v2_ptds,
@@ -2121,11 +2111,11 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemcpy2DAsync_v2",
-        not_supported::cuMemcpy2DAsync_v2 as crate::exports::Symbol,
+        crate::api::cuMemcpy2DAsync_v2 as crate::exports::Symbol,
     ),
     (
         "cuMemcpy2DAsync_v2_ptsz",
-        not_supported::cuMemcpy2DAsync_v2_ptsz as crate::exports::Symbol,
+        crate::api::cuMemcpy2DAsync_v2_ptsz as crate::exports::Symbol,
     ),
     (
         "cuMemcpy2DUnaligned",
@@ -2133,19 +2123,19 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemcpy2DUnaligned_v2",
-        not_supported::cuMemcpy2DUnaligned_v2 as crate::exports::Symbol,
+        crate::api::cuMemcpy2DUnaligned_v2 as crate::exports::Symbol,
     ),
     (
         "cuMemcpy2DUnaligned_v2_ptds",
-        not_supported::cuMemcpy2DUnaligned_v2_ptds as crate::exports::Symbol,
+        crate::api::cuMemcpy2DUnaligned_v2_ptds as crate::exports::Symbol,
     ),
     (
         "cuMemcpy2D_v2",
-        not_supported::cuMemcpy2D_v2 as crate::exports::Symbol,
+        crate::api::cuMemcpy2D_v2 as crate::exports::Symbol,
     ),
     (
         "cuMemcpy2D_v2_ptds",
-        not_supported::cuMemcpy2D_v2_ptds as crate::exports::Symbol,
+        crate::api::cuMemcpy2D_v2_ptds as crate::exports::Symbol,
     ),
     (
         "cuMemcpy3D",
@@ -2157,11 +2147,11 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemcpy3DAsync_v2",
-        not_supported::cuMemcpy3DAsync_v2 as crate::exports::Symbol,
+        crate::api::cuMemcpy3DAsync_v2 as crate::exports::Symbol,
     ),
     (
         "cuMemcpy3DAsync_v2_ptsz",
-        not_supported::cuMemcpy3DAsync_v2_ptsz as crate::exports::Symbol,
+        crate::api::cuMemcpy3DAsync_v2_ptsz as crate::exports::Symbol,
     ),
     (
         "cuMemcpy3DBatchAsync",
@@ -2205,11 +2195,11 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemcpy3D_v2",
-        not_supported::cuMemcpy3D_v2 as crate::exports::Symbol,
+        crate::api::cuMemcpy3D_v2 as crate::exports::Symbol,
     ),
     (
         "cuMemcpy3D_v2_ptds",
-        not_supported::cuMemcpy3D_v2_ptds as crate::exports::Symbol,
+        crate::api::cuMemcpy3D_v2_ptds as crate::exports::Symbol,
     ),
     (
         "cuMemcpyAsync",

@@ -471,6 +471,26 @@ static void case_softmax_blur_half() {
     std::printf("half ok\n");
 }
 
+// Pitched allocations and 2D copies in every direction (cudaMallocPitch, cudaMemcpy2D,
+// cudaMemset2D).
+static void case_memcpy_2d() {
+    const int w = 37, h = 11;
+    std::vector<int> host(w * h), back(w * h, 0);
+    for (int i = 0; i < w * h; i++) host[i] = i * 5 + 1;
+    int *a, *b;
+    size_t pa = 0, pb = 0;
+    CHECK(cudaMallocPitch((void**)&a, &pa, w * sizeof(int), h));
+    CHECK(cudaMallocPitch((void**)&b, &pb, w * sizeof(int), h));
+    EXPECT(pa >= w * sizeof(int), "pitch %zu", pa);
+    CHECK(cudaMemset2D(b, pb, 0, w * sizeof(int), h));
+    CHECK(cudaMemcpy2D(a, pa, host.data(), w * sizeof(int), w * sizeof(int), h, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy2D(b, pb, a, pa, w * sizeof(int), h, cudaMemcpyDeviceToDevice));
+    CHECK(cudaMemcpy2D(back.data(), w * sizeof(int), b, pb, w * sizeof(int), h, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < w * h; i++) EXPECT(back[i] == host[i], "2D copy [%d] = %d", i, back[i]);
+    CHECK(cudaFree(a)); CHECK(cudaFree(b));
+    std::printf("memcpy2d ok\n");
+}
+
 int main() {
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -488,6 +508,7 @@ int main() {
     case_constant();
     case_calls();
     case_softmax_blur_half();
+    case_memcpy_2d();
     CHECK(cudaDeviceSynchronize());
     std::printf("corpus ok\n");
     return 0;

@@ -14,6 +14,7 @@ pub mod launch;
 pub mod memory;
 pub mod module;
 pub mod stream;
+pub mod strided;
 
 pub use context::*;
 pub use device::*;
@@ -22,6 +23,7 @@ pub use launch::*;
 pub use memory::*;
 pub use module::*;
 pub use stream::*;
+pub use strided::*;
 
 use gpufn_proto::CuResult;
 use std::panic::AssertUnwindSafe;
