@@ -215,6 +215,7 @@ fn static_cudart_programs_print_correct_results() {
         "softmax",
         "blur",
         "half",
+        "memcpy2d",
         "corpus",
     ] {
         assert!(
