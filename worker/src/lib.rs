@@ -25,6 +25,7 @@ pub mod cache;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod gateway_client;
 pub mod server;
 pub mod session;
 

@@ -13,6 +13,7 @@ use crate::cache::ModuleCache;
 use crate::config::WorkerConfig;
 use crate::device::{self, Device};
 use crate::error::WorkerError;
+use crate::gateway_client::{self, OpenSessions, SessionCounters, TicketVerifier};
 use crate::session::{CallReply, Session};
 use gpufn_proto::frame::{FrameError, FrameKind, FrameReader, FrameWriter};
 use gpufn_proto::message::{
@@ -31,6 +32,8 @@ use tokio::sync::mpsc;
 /// Requests read ahead of the executor per session (each may hold a payload of up to the
 /// frame limit, so this bounds a session's buffered memory).
 const READ_AHEAD: usize = 4;
+/// Pause after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A worker: one device, its sessions and the module cache they share.
 #[derive(Clone)]
@@ -45,6 +48,10 @@ struct Shared {
     ranges: Mutex<RangePool>,
     next_session: AtomicU64,
     open_sessions: AtomicUsize,
+    /// Set once registered with a gateway: sessions then need its tickets.
+    gateway: std::sync::RwLock<Option<Arc<TicketVerifier>>>,
+    /// Open sessions' counters, for heartbeats and the gateway's control calls.
+    sessions: OpenSessions,
 }
 
 impl Worker {
@@ -62,6 +69,8 @@ impl Worker {
                 ranges: Mutex::new(RangePool::new(config.max_sessions)),
                 next_session: AtomicU64::new(1),
                 open_sessions: AtomicUsize::new(0),
+                gateway: std::sync::RwLock::new(None),
+                sessions: OpenSessions::default(),
                 device,
                 config,
             }),
@@ -75,6 +84,33 @@ impl Worker {
     /// Sessions currently open.
     pub fn open_sessions(&self) -> usize {
         self.shared.open_sessions.load(Ordering::SeqCst)
+    }
+
+    /// From now on, sessions need tickets `verifier` accepts (see [`gateway_client`]).
+    pub fn use_gateway(&self, verifier: Arc<TicketVerifier>) {
+        *self
+            .shared
+            .gateway
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(verifier);
+    }
+
+    fn ticket_verifier(&self) -> Option<Arc<TicketVerifier>> {
+        self.shared
+            .gateway
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What heartbeats report about open sessions.
+    pub fn open_session_usage(&self) -> Vec<gpufn_proto::message::SessionUsage> {
+        self.shared.sessions.usage()
+    }
+
+    /// Stops an open session (the gateway ended it); false if it is not open here.
+    pub fn end_session(&self, session: u64) -> bool {
+        self.shared.sessions.cancel(session)
     }
 
     /// Listens on `address`. QUIC keeps its development certificate in `data_dir`
@@ -101,7 +137,11 @@ impl Worker {
                     tracing::info!("listener stopped");
                     return;
                 }
-                Err(e) => tracing::warn!("a client could not connect: {e}"),
+                Err(e) => {
+                    tracing::warn!("a client could not connect: {e}");
+                    // Errors such as "too many open files" repeat at once; do not spin.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             }
         }
     }
@@ -133,6 +173,30 @@ impl Worker {
                 return;
             }
         };
+        if hello.role == Role::Gateway {
+            let verified = match self.ticket_verifier() {
+                Some(v) => v
+                    .verify(&hello.credentials)
+                    .and_then(|claims| match claims.session {
+                        None => Ok(()),
+                        Some(_) => Err(call_error(
+                            CuResult::ERROR_NOT_PERMITTED,
+                            "a session ticket cannot be used for gateway control calls",
+                        )),
+                    }),
+                None => Err(call_error(
+                    CuResult::ERROR_NOT_PERMITTED,
+                    "this worker is not registered with a gateway",
+                )),
+            };
+            match verified {
+                Ok(()) => gateway_client::serve_control(self, id, reader, writer).await,
+                Err(error) => {
+                    let _ = refuse(&mut writer, id, error).await;
+                }
+            }
+            return;
+        }
         let session = match self.open_session(&hello) {
             Ok(session) => session,
             Err(error) => {
@@ -168,7 +232,31 @@ impl Worker {
     /// The attach step: checks a stream's handshake and opens its session. The gateway
     /// issue replaces the credential check with ticket verification.
     fn open_session(&self, hello: &Hello) -> Result<Session, CallError> {
-        authorize(hello)?;
+        let ticket = match self.ticket_verifier() {
+            Some(verifier) => {
+                check_handshake(hello)?;
+                let claims = verifier.verify(&hello.credentials)?;
+                let Some(session) = claims.session else {
+                    return Err(call_error(
+                        CuResult::ERROR_NOT_PERMITTED,
+                        "a gateway control ticket cannot open a session",
+                    ));
+                };
+                if self.shared.sessions.get(session).is_some() {
+                    return Err(call_error(
+                        CuResult::ERROR_NOT_PERMITTED,
+                        format!(
+                            "session {session} is already open; a ticket opens its session once"
+                        ),
+                    ));
+                }
+                Some(claims)
+            }
+            None => {
+                authorize(hello)?;
+                None
+            }
+        };
         let range = self
             .shared
             .ranges
@@ -185,16 +273,24 @@ impl Worker {
                     ),
                 )
             })?;
-        let id = SessionId(self.shared.next_session.fetch_add(1, Ordering::SeqCst));
+        // With a gateway, the ticket names the session and its quota.
+        let (id, quota) = match &ticket {
+            Some(t) => (SessionId(t.session.unwrap_or_default()), t.vram_bytes),
+            None => (
+                SessionId(self.shared.next_session.fetch_add(1, Ordering::SeqCst)),
+                self.shared.config.session_memory,
+            ),
+        };
         match Session::open(
             id,
             range,
-            self.shared.config.session_memory,
+            quota,
             self.shared.device.clone(),
             self.shared.cache.clone(),
         ) {
             Ok(session) => {
                 self.shared.open_sessions.fetch_add(1, Ordering::SeqCst);
+                self.shared.sessions.insert(id.0, session.cancel_flag());
                 Ok(session)
             }
             Err(e) => {
@@ -217,6 +313,7 @@ impl Worker {
         let id = session.id();
         let used = session.used_memory();
         drop(session);
+        self.shared.sessions.remove(id.0);
         self.give_back_range(range);
         self.shared.open_sessions.fetch_sub(1, Ordering::SeqCst);
         tracing::info!(session = id.0, freed_bytes = used, "session closed");
@@ -233,8 +330,13 @@ impl Worker {
         let cancel = session.cancel_flag();
         let (request_tx, request_rx) = mpsc::channel::<Incoming>(READ_AHEAD);
         let (reply_tx, reply_rx) = mpsc::unbounded_channel::<(u64, CallReply)>();
-        let mut executor =
-            tokio::task::spawn_blocking(move || execute(session, request_rx, reply_tx));
+        let counters = self.shared.sessions.get(session_id);
+        let clock = self.clone();
+        let mut executor = tokio::task::spawn_blocking(move || {
+            execute(session, request_rx, reply_tx, counters, move || {
+                clock.shared.sessions.now_ms()
+            })
+        });
         let replies = tokio::spawn(write_replies(writer, reply_rx));
 
         let mut finished = None;
@@ -276,6 +378,19 @@ impl Worker {
 /// The credential check of the attach step. A worker started without a gateway accepts
 /// only clients without credentials; tickets need the gateway (issue 7) to verify them.
 pub fn authorize(hello: &Hello) -> Result<(), CallError> {
+    check_handshake(hello)?;
+    match &hello.credentials {
+        Credentials::None => Ok(()),
+        Credentials::Ticket(_) | Credentials::Token(_) => Err(call_error(
+            CuResult::ERROR_NOT_PERMITTED,
+            "this worker runs without a gateway and cannot verify tickets or tokens; \
+             connect without credentials, or start the worker with --gateway",
+        )),
+    }
+}
+
+/// Version, role and channel of a session's handshake.
+fn check_handshake(hello: &Hello) -> Result<(), CallError> {
     if hello.protocol_version != PROTOCOL_VERSION {
         return Err(call_error(
             CuResult::ERROR_NOT_SUPPORTED,
@@ -299,14 +414,7 @@ pub fn authorize(hello: &Hello) -> Result<(), CallError> {
              an existing session are not supported yet",
         ));
     }
-    match &hello.credentials {
-        Credentials::None => Ok(()),
-        Credentials::Ticket(_) | Credentials::Token(_) => Err(call_error(
-            CuResult::ERROR_NOT_PERMITTED,
-            "this worker runs without a gateway and cannot verify tickets or tokens; \
-             connect without credentials, or through the gateway once it places sessions",
-        )),
-    }
+    Ok(())
 }
 
 /// One request read from the stream, with its payload.
@@ -399,6 +507,8 @@ fn execute(
     mut session: Session,
     mut requests: mpsc::Receiver<Incoming>,
     replies: mpsc::UnboundedSender<(u64, CallReply)>,
+    counters: Option<Arc<SessionCounters>>,
+    now_ms: impl Fn() -> u64,
 ) -> Session {
     let cancel = session.cancel_flag();
     while let Some(incoming) = requests.blocking_recv() {
@@ -411,7 +521,15 @@ fn execute(
             request,
             payload,
         } = incoming;
-        if let Some(reply) = session.execute(id, kind, request, payload)
+        let mut moved = payload.len() as u64;
+        let reply = session.execute(id, kind, request, payload);
+        if let Some(c) = &counters {
+            moved += reply.as_ref().map_or(0, |r| r.data.len() as u64);
+            c.bytes_moved.fetch_add(moved, Ordering::Relaxed);
+            c.used_bytes.store(session.used_memory(), Ordering::Relaxed);
+            c.last_call_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        if let Some(reply) = reply
             && replies.send((id, reply)).is_err()
         {
             break;
