@@ -21,6 +21,8 @@ static const int EXIT_CUDA_ERROR = 2;
 // Largest width or height accepted, and the most pixels (256 Mi bytes of RGB).
 static const long MAX_SIDE = 32768;
 static const long MAX_PIXELS = long(1) << 26;
+// Most bytes read from stdin (the largest image plus its header): it is held in memory whole.
+static const size_t MAX_INPUT_BYTES = size_t(MAX_PIXELS) * 3 + 4096;
 
 #define CHECK(call)                                                                  \
     do {                                                                             \
@@ -85,7 +87,13 @@ static std::string read_all(FILE *in) {
     std::string data;
     char buffer[1 << 16];
     size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) data.append(buffer, n);
+    while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) {
+        if (data.size() + n > MAX_INPUT_BYTES) {
+            std::fprintf(stderr, "blur: bad input: more than %zu bytes on stdin\n", MAX_INPUT_BYTES);
+            std::exit(EXIT_BAD_INPUT);
+        }
+        data.append(buffer, n);
+    }
     if (std::ferror(in)) {
         std::fprintf(stderr, "blur: cannot read stdin\n");
         std::exit(EXIT_BAD_INPUT);

@@ -16,6 +16,8 @@
 
 static const int EXIT_BAD_INPUT = 1;
 static const int EXIT_CUDA_ERROR = 2;
+// Most bytes read from stdin: the input is held in memory whole.
+static const size_t MAX_INPUT_BYTES = size_t(1) << 30;
 // Largest side of a matrix and the most elements one matrix may have.
 static const size_t MAX_SIDE = 8192;
 static const size_t MAX_ELEMENTS = size_t(16) << 20;
@@ -200,7 +202,13 @@ static std::string read_all(FILE *in) {
     std::string data;
     char buffer[1 << 16];
     size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) data.append(buffer, n);
+    while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) {
+        if (data.size() + n > MAX_INPUT_BYTES) {
+            std::fprintf(stderr, "matmul: bad input: more than %zu bytes on stdin\n", MAX_INPUT_BYTES);
+            std::exit(EXIT_BAD_INPUT);
+        }
+        data.append(buffer, n);
+    }
     if (std::ferror(in)) {
         std::fprintf(stderr, "matmul: cannot read stdin\n");
         std::exit(EXIT_BAD_INPUT);

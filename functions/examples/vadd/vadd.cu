@@ -14,6 +14,8 @@
 
 static const int EXIT_BAD_INPUT = 1;
 static const int EXIT_CUDA_ERROR = 2;
+// Most bytes read from stdin: the input is held in memory whole.
+static const size_t MAX_INPUT_BYTES = size_t(2) << 30;
 // 64 Mi elements per vector: 768 MiB of device memory for the three vectors.
 static const size_t MAX_ELEMENTS = size_t(64) << 20;
 
@@ -50,7 +52,13 @@ static std::string read_all(FILE *in) {
     std::string data;
     char buffer[1 << 16];
     size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) data.append(buffer, n);
+    while ((n = std::fread(buffer, 1, sizeof buffer, in)) > 0) {
+        if (data.size() + n > MAX_INPUT_BYTES) {
+            std::fprintf(stderr, "vadd: bad input: more than %zu bytes on stdin\n", MAX_INPUT_BYTES);
+            std::exit(EXIT_BAD_INPUT);
+        }
+        data.append(buffer, n);
+    }
     if (std::ferror(in)) {
         std::fprintf(stderr, "vadd: cannot read stdin\n");
         std::exit(EXIT_BAD_INPUT);
