@@ -1,3 +1,4 @@
 //! `gpufn bench …`: benchmark programs. Each measures its baseline in the same run.
 
+pub mod gateway;
 pub mod transport;

@@ -1,9 +1,11 @@
 //! `gpufn worker`, `gpufn run`, `gpufn gateway`, `gpufn token`, `gpufn status`.
 
+pub mod attach;
 pub mod gateway;
 pub mod run;
 pub mod status;
 pub mod token;
+pub mod up;
 pub mod worker;
 
 use tracing_subscriber::EnvFilter;

@@ -42,19 +42,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     // The program gets Ctrl-C itself; this process stays to clean up and report its exit.
     runtime.spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
-    let private = match &args.worker {
-        Some(address) => {
+    // With GPUFN_GATEWAY (and no --worker), the gateway places the session.
+    let attached = match (&args.worker, std::env::var("GPUFN_GATEWAY")) {
+        (None, Ok(gateway)) if !gateway.is_empty() => {
+            Some(runtime.block_on(super::attach::attach(&gateway, args.session_memory))?)
+        }
+        _ => None,
+    };
+    let private = match (&args.worker, &attached) {
+        (Some(address), _) => {
             address.parse::<Address>()?;
             None
         }
-        None => Some(runtime.block_on(PrivateWorker::start(args.session_memory, args.backend))?),
+        (None, Some(_)) => None,
+        (None, None) => {
+            Some(runtime.block_on(PrivateWorker::start(args.session_memory, args.backend))?)
+        }
     };
-    let address = match (&args.worker, &private) {
-        (Some(address), _) => address.clone(),
-        (None, Some(private)) => private.address.clone(),
-        (None, None) => unreachable!("a private worker is started when no address is given"),
+    let address = match (&args.worker, &attached, &private) {
+        (Some(address), _, _) => address.clone(),
+        (None, Some(attached), _) => attached.worker_address.clone(),
+        (None, None, Some(private)) => private.address.clone(),
+        (None, None, None) => unreachable!("a private worker is started when no address is given"),
     };
-    let status = run_program(&args.command, &stub_dir, &address)?;
+    let ticket = attached.as_ref().map(|a| a.ticket.as_str());
+    let status = run_program(&args.command, &stub_dir, &address, ticket)?;
     // A kernel of a session the program left behind must not hold up the exit.
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     drop(private);
@@ -63,24 +75,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 /// Attaches the program to a worker: today, the address the user gave or the private
 /// worker's. The gateway's placement replaces this step.
-fn run_program(command: &[OsString], stub_dir: &Path, worker: &str) -> anyhow::Result<ExitStatus> {
+fn run_program(
+    command: &[OsString],
+    stub_dir: &Path,
+    worker: &str,
+    ticket: Option<&str>,
+) -> anyhow::Result<ExitStatus> {
     let (program, args) = command
         .split_first()
         .context("no program given: use gpufn run -- PROGRAM ARGS")?;
     let library_path = library_path_with(stub_dir, std::env::var_os("LD_LIBRARY_PATH"));
     tracing::debug!(?program, worker, stub = %stub_dir.display(), "starting the program");
-    Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("LD_LIBRARY_PATH", library_path)
-        .env("GPUFN_WORKER", worker)
-        .status()
-        .with_context(|| {
-            format!(
-                "cannot run {}: check the path (a program in the current directory is \
+        .env("GPUFN_WORKER", worker);
+    if let Some(ticket) = ticket {
+        command.env("GPUFN_TICKET", ticket);
+    }
+    command.status().with_context(|| {
+        format!(
+            "cannot run {}: check the path (a program in the current directory is \
                  ./NAME) and that it is executable",
-                Path::new(program).display()
-            )
-        })
+            Path::new(program).display()
+        )
+    })
 }
 
 /// `stub_dir` first, then the caller's library path without it.

@@ -26,6 +26,19 @@ pub struct WorkerArgs {
     /// Memory for module images shared across sessions.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     pub module_cache: u64,
+    /// Join this gateway's pool (its control endpoint, e.g. quic://HOST:7081?cert-sha256=…);
+    /// sessions then need the gateway's tickets.
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Token with the `worker` scope, for --gateway.
+    #[arg(long, env = "GPUFN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// This worker's id in the pool (default: the host name).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// The address stubs reach this worker at, if not the first --listen address.
+    #[arg(long)]
+    pub advertise: Option<String>,
     /// Where the worker keeps its state (the QUIC development certificate).
     #[arg(long, default_value = ".gpufn")]
     pub data_dir: PathBuf,
@@ -77,6 +90,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             device.name,
             human_bytes(args.session_memory)
         );
+        let addresses_text: Vec<String> =
+            listeners.iter().map(|l| l.local_address().to_string()).collect();
         for listener in &listeners {
             let address = listener.local_address();
             println!("listening on {address}");
@@ -87,6 +102,23 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             tokio::spawn(async move { worker.serve(listener).await })
         });
         let serving: Vec<_> = serving.collect();
+        let _heartbeats = match &args.gateway {
+            Some(gateway) => {
+                let token = args.token.as_deref().context(
+                    "--gateway needs a token with the worker scope: pass --token or set GPUFN_TOKEN",
+                )?;
+                let advertised = match &args.advertise {
+                    Some(a) => a.clone(),
+                    None => addresses_text.first().cloned().context("no --listen address")?,
+                };
+                let id = args.worker_id.clone().unwrap_or_else(super::up::host_name);
+                let task =
+                    super::up::join_gateway(&worker, gateway, token, &id, &advertised).await?;
+                println!("joined the gateway at {gateway} as worker {id}");
+                Some(task)
+            }
+            None => None,
+        };
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")?;

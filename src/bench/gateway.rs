@@ -1,0 +1,288 @@
+//! `gpufn bench gateway`: attach latency through the gateway next to opening a session on a
+//! worker directly; authenticated small-request throughput next to a bare hyper server in
+//! the same run; placement decision time for 1,000 workers × 10,000 sessions.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gpufn_gateway::auth::Scope;
+use gpufn_gateway::client::get_json;
+use gpufn_proto::frame::{FrameLimits, FrameReader, FrameWriter};
+use gpufn_proto::message::{Channel, Credentials, Hello, Qos, ResourceRequest, Role};
+use gpufn_proto::transport::{Address, ClientOptions, connect};
+use gpufn_proto::{FrameKind, PROTOCOL_VERSION, Reply, Request};
+use gpufn_worker::gateway_client::{GatewayOptions, register};
+use gpufn_worker::{BackendChoice, Worker, WorkerConfig};
+use http_body_util::Full;
+
+pub struct Options {
+    pub attaches: usize,
+    pub requests: usize,
+    pub concurrency: usize,
+    pub placement_samples: usize,
+}
+
+pub struct Report {
+    attach_direct: (Duration, Duration),
+    attach_gateway: (Duration, Duration),
+    bare_rps: f64,
+    gateway_rps: f64,
+    placement: (Duration, Duration),
+    cores: usize,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "gateway benchmark ({} cores, loopback, cpu-backend worker)",
+            self.cores
+        )?;
+        writeln!(
+            f,
+            "attach (p50 / p99): direct to the worker {:?} / {:?}; through the gateway (attach + open with ticket) {:?} / {:?}",
+            self.attach_direct.0,
+            self.attach_direct.1,
+            self.attach_gateway.0,
+            self.attach_gateway.1
+        )?;
+        writeln!(
+            f,
+            "small requests: bare hyper {:.0} req/s ({:.0} per core); gateway GET /v1/pool with JWT {:.0} req/s ({:.0} per core): {:.0}% of bare",
+            self.bare_rps,
+            self.bare_rps / self.cores as f64,
+            self.gateway_rps,
+            self.gateway_rps / self.cores as f64,
+            100.0 * self.gateway_rps / self.bare_rps
+        )?;
+        write!(
+            f,
+            "placement decision, 1,000 workers × 10,000 sessions: p50 {:?}, p99 {:?}",
+            self.placement.0, self.placement.1
+        )
+    }
+}
+
+fn percentiles(mut times: Vec<Duration>) -> (Duration, Duration) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99))
+}
+
+async fn open_session(address: &Address, credentials: Credentials) -> anyhow::Result<()> {
+    let connection = connect(address, &ClientOptions::default()).await?;
+    let (send, recv) = connection.open_stream().await?;
+    let mut w = FrameWriter::new(send);
+    let mut r = FrameReader::new(recv, FrameLimits::default());
+    let hello = Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: Role::Stub,
+        channel: Channel::Calls,
+        credentials,
+        session: None,
+        client: "bench".into(),
+    });
+    w.write_request(FrameKind::Call, 1, &hello, &[]).await?;
+    w.flush().await?;
+    r.next_frame().await?;
+    if let Err(e) = r.reply()?.result {
+        anyhow::bail!("session refused: {}", e.message);
+    }
+    connection.close();
+    Ok(())
+}
+
+async fn attach(gateway: &Address, token: &str) -> anyhow::Result<(Address, String)> {
+    let connection = connect(gateway, &ClientOptions::default()).await?;
+    let (send, recv) = connection.open_stream().await?;
+    let mut w = FrameWriter::new(send);
+    let mut r = FrameReader::new(recv, FrameLimits::default());
+    let hello = Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: Role::Stub,
+        channel: Channel::Calls,
+        credentials: Credentials::Token(token.to_owned()),
+        session: None,
+        client: "bench".into(),
+    });
+    let attach = Request::Attach(ResourceRequest {
+        vram_bytes: 1 << 20,
+        compute_percent: 0,
+        qos: Qos::Medium,
+        function: None,
+    });
+    let mut out = None;
+    for (id, m) in [(1u64, &hello), (2, &attach)] {
+        w.write_request(FrameKind::Call, id, m, &[]).await?;
+        w.flush().await?;
+        r.next_frame().await?;
+        match r.reply()?.result {
+            Ok(Reply::Attached {
+                worker_address,
+                ticket,
+                ..
+            }) => out = Some((worker_address.parse()?, ticket)),
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("attach refused: {}", e.message),
+        }
+    }
+    connection.close();
+    out.ok_or_else(|| anyhow::anyhow!("no Attached reply"))
+}
+
+async fn load(
+    url: String,
+    path: &'static str,
+    token: Option<String>,
+    requests: usize,
+    concurrency: usize,
+) -> f64 {
+    let started = Instant::now();
+    let per_task = requests / concurrency;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (url, token) = (url.clone(), token.clone());
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let _ = get_json(&url, path, token.as_deref()).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    (per_task * concurrency) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A bare hyper server answering a small JSON body, for the baseline.
+async fn bare_server() -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                    Bytes::from_static(br#"{"workers":[],"sessions":[]}"#),
+                )))
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let dir = tempfile_dir()?;
+    let mut config = gpufn_gateway::GatewayConfig::new(&dir);
+    config.http_addr = "127.0.0.1:0".parse()?;
+    config.control_addr = "tcp://127.0.0.1:0".into();
+    config.limits.tenant_rate_per_second = u32::MAX / 2;
+    config.limits.tenant_burst = u32::MAX / 2;
+    config.limits.max_concurrent = 100_000;
+    let g = gpufn_gateway::start(config).await?;
+
+    // A gateway-registered worker and a standalone one, both cpu backend on TCP.
+    let make_worker = || {
+        Worker::new(WorkerConfig {
+            backend: BackendChoice::Cpu,
+            launch_threads: 1,
+            ..WorkerConfig::default()
+        })
+    };
+    let placed = make_worker()?;
+    let l1 = placed
+        .bind(&"tcp://127.0.0.1:0".parse()?, Some(&dir))
+        .await?;
+    let placed_address = l1.local_address().to_string();
+    let p = placed.clone();
+    tokio::spawn(async move { p.serve(l1).await });
+    let _heartbeats = register(
+        &placed,
+        GatewayOptions {
+            gateway: g.control_addr.clone(),
+            token: g
+                .gateway
+                .minter
+                .mint("bench", &[Scope::Worker], Duration::from_secs(3600)),
+            worker_id: "bench".into(),
+            data_address: placed_address,
+            device_memory: Some(1 << 40),
+        },
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let standalone = make_worker()?;
+    let l2 = standalone
+        .bind(&"tcp://127.0.0.1:0".parse()?, Some(&dir))
+        .await?;
+    let direct_address = l2.local_address().clone();
+    let s = standalone.clone();
+    tokio::spawn(async move { s.serve(l2).await });
+
+    let token = g
+        .gateway
+        .minter
+        .mint("bench", &[Scope::Session], Duration::from_secs(3600));
+    let mut direct = Vec::new();
+    let mut through = Vec::new();
+    for _ in 0..options.attaches {
+        let t = Instant::now();
+        open_session(&direct_address, Credentials::None).await?;
+        direct.push(t.elapsed());
+        let t = Instant::now();
+        let (address, ticket) = attach(&g.control_addr, &token).await?;
+        open_session(&address, Credentials::Ticket(ticket)).await?;
+        through.push(t.elapsed());
+    }
+
+    let bare = bare_server().await?;
+    let gateway_url = format!("http://{}", g.http_addr);
+    // Warm both, then measure alternately.
+    load(format!("http://{bare}"), "/", None, 200, 4).await;
+    load(gateway_url.clone(), "/v1/pool", Some(token.clone()), 200, 4).await;
+    let bare_rps = load(
+        format!("http://{bare}"),
+        "/",
+        None,
+        options.requests,
+        options.concurrency,
+    )
+    .await;
+    let gateway_rps = load(
+        gateway_url,
+        "/v1/pool",
+        Some(token),
+        options.requests,
+        options.concurrency,
+    )
+    .await;
+
+    let placement = tokio::task::spawn_blocking({
+        let samples = options.placement_samples;
+        move || gpufn_pool::bench::placement_latency(1000, 10_000, samples)
+    })
+    .await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Report {
+        attach_direct: percentiles(direct),
+        attach_gateway: percentiles(through),
+        bare_rps,
+        gateway_rps,
+        placement,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gpufn-bench-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
