@@ -243,6 +243,24 @@ fn shared_cudart_programs_print_correct_results() {
     );
 }
 
+#[test]
+fn per_thread_default_stream_programs_print_correct_results() {
+    let tc = toolchain().unwrap();
+    let corpus = compile(
+        tc,
+        "corpus.cu",
+        "stub-corpus-ptds",
+        &["-arch=sm_90", "--default-stream", "per-thread"],
+    );
+    let output = finish(gpufn_run(tc, &[], &corpus, &[]));
+    assert_success(&output, "corpus (per-thread default stream)");
+    assert!(
+        stdout(&output).contains("corpus ok"),
+        "{}",
+        output_text(&output)
+    );
+}
+
 /// PTX text for the driver-API programs.
 fn kernels_ptx(tc: &Toolchain, name: &str) -> PathBuf {
     compile(tc, "kernels.cu", name, &["-ptx", "-arch=compute_80"])

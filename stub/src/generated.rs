@@ -209,8 +209,6 @@ crate::exports::not_supported_exports! {
     cuLaunchCooperativeKernelMultiDevice,
     cuLaunchGrid,
     cuLaunchGridAsync,
-    cuLaunchHostFunc_v2,
-    cuLaunchHostFunc_v2_ptsz,
     cuLibraryGetManaged,
     cuLibraryGetUnifiedFunction,
     cuLinkAddData,
@@ -341,22 +339,12 @@ crate::exports::not_supported_exports! {
     cuMemcpyHtoA_v2_ptds,
     cuMemcpyHtoD,
     cuMemcpyHtoDAsync,
-    cuMemcpyPeer,
-    cuMemcpyPeerAsync,
-    cuMemcpyPeerAsync_ptsz,
-    cuMemcpyPeer_ptds,
     cuMemcpyWithAttributesAsync,
     cuMemcpyWithAttributesAsync_ptsz,
     cuMemsetD16,
     cuMemsetD2D16,
-    cuMemsetD2D16Async_ptsz,
-    cuMemsetD2D16_v2_ptds,
     cuMemsetD2D32,
-    cuMemsetD2D32Async_ptsz,
-    cuMemsetD2D32_v2_ptds,
     cuMemsetD2D8,
-    cuMemsetD2D8Async_ptsz,
-    cuMemsetD2D8_v2_ptds,
     cuMemsetD32,
     cuMemsetD8,
     cuMipmappedArrayCreate,
@@ -413,8 +401,6 @@ crate::exports::not_supported_exports! {
     cuStreamGetCaptureInfo_ptsz,
     cuStreamGetCaptureInfo_v2,
     cuStreamGetCaptureInfo_v2_ptsz,
-    cuStreamGetCaptureInfo_v3_ptsz,
-    cuStreamGetCtx_v2_ptsz,
     cuStreamGetDevResource,
     cuStreamGetDevResource_ptsz,
     cuStreamGetGreenCtx,
@@ -1642,11 +1628,11 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuLaunchHostFunc_v2",
-        not_supported::cuLaunchHostFunc_v2 as crate::exports::Symbol,
+        crate::api::cuLaunchHostFunc_v2 as crate::exports::Symbol,
     ),
     (
         "cuLaunchHostFunc_v2_ptsz",
-        not_supported::cuLaunchHostFunc_v2_ptsz as crate::exports::Symbol,
+        crate::api::cuLaunchHostFunc_v2_ptsz as crate::exports::Symbol,
     ),
     (
         "cuLaunchKernel",
@@ -2383,19 +2369,19 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemcpyPeer",
-        not_supported::cuMemcpyPeer as crate::exports::Symbol,
+        crate::api::cuMemcpyPeer as crate::exports::Symbol,
     ),
     (
         "cuMemcpyPeerAsync",
-        not_supported::cuMemcpyPeerAsync as crate::exports::Symbol,
+        crate::api::cuMemcpyPeerAsync as crate::exports::Symbol,
     ),
     (
         "cuMemcpyPeerAsync_ptsz",
-        not_supported::cuMemcpyPeerAsync_ptsz as crate::exports::Symbol,
+        crate::api::cuMemcpyPeerAsync_ptsz as crate::exports::Symbol,
     ),
     (
         "cuMemcpyPeer_ptds",
-        not_supported::cuMemcpyPeer_ptds as crate::exports::Symbol,
+        crate::api::cuMemcpyPeer_ptds as crate::exports::Symbol,
     ),
     (
         "cuMemcpyWithAttributesAsync",
@@ -2439,7 +2425,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemsetD2D16Async_ptsz",
-        not_supported::cuMemsetD2D16Async_ptsz as crate::exports::Symbol,
+        crate::api::cuMemsetD2D16Async_ptsz as crate::exports::Symbol,
     ),
     (
         "cuMemsetD2D16_v2",
@@ -2447,7 +2433,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemsetD2D16_v2_ptds",
-        not_supported::cuMemsetD2D16_v2_ptds as crate::exports::Symbol,
+        crate::api::cuMemsetD2D16_v2_ptds as crate::exports::Symbol,
     ),
     (
         "cuMemsetD2D32",
@@ -2459,7 +2445,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemsetD2D32Async_ptsz",
-        not_supported::cuMemsetD2D32Async_ptsz as crate::exports::Symbol,
+        crate::api::cuMemsetD2D32Async_ptsz as crate::exports::Symbol,
     ),
     (
         "cuMemsetD2D32_v2",
@@ -2467,7 +2453,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemsetD2D32_v2_ptds",
-        not_supported::cuMemsetD2D32_v2_ptds as crate::exports::Symbol,
+        crate::api::cuMemsetD2D32_v2_ptds as crate::exports::Symbol,
     ),
     (
         "cuMemsetD2D8",
@@ -2479,7 +2465,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemsetD2D8Async_ptsz",
-        not_supported::cuMemsetD2D8Async_ptsz as crate::exports::Symbol,
+        crate::api::cuMemsetD2D8Async_ptsz as crate::exports::Symbol,
     ),
     (
         "cuMemsetD2D8_v2",
@@ -2487,7 +2473,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemsetD2D8_v2_ptds",
-        not_supported::cuMemsetD2D8_v2_ptds as crate::exports::Symbol,
+        crate::api::cuMemsetD2D8_v2_ptds as crate::exports::Symbol,
     ),
     (
         "cuMemsetD32",
@@ -2851,7 +2837,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuStreamGetCaptureInfo_v3_ptsz",
-        not_supported::cuStreamGetCaptureInfo_v3_ptsz as crate::exports::Symbol,
+        crate::api::cuStreamGetCaptureInfo_v3_ptsz as crate::exports::Symbol,
     ),
     (
         "cuStreamGetCtx",
@@ -2867,7 +2853,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuStreamGetCtx_v2_ptsz",
-        not_supported::cuStreamGetCtx_v2_ptsz as crate::exports::Symbol,
+        crate::api::cuStreamGetCtx_v2_ptsz as crate::exports::Symbol,
     ),
     (
         "cuStreamGetDevResource",

@@ -299,6 +299,26 @@ pub extern "C" fn cuLaunchHostFunc_ptsz(
 }
 
 #[unsafe(no_mangle)]
+pub extern "C" fn cuLaunchHostFunc_v2(
+    stream: usize,
+    f: Option<HostFn>,
+    data: *mut c_void,
+    _sync_mode: u32,
+) -> CuResult {
+    cuLaunchHostFunc(stream, f, data)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuLaunchHostFunc_v2_ptsz(
+    stream: usize,
+    f: Option<HostFn>,
+    data: *mut c_void,
+    _sync_mode: u32,
+) -> CuResult {
+    cuLaunchHostFunc(stream, f, data)
+}
+
+#[unsafe(no_mangle)]
 pub extern "C" fn cuStreamAddCallback(
     stream: usize,
     f: Option<StreamCallback>,

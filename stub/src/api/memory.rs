@@ -401,6 +401,16 @@ copy_exports! {
     cuMemsetD2D8_v2(dst: u64, p: usize, v: u8, w: usize, h: usize) => memset_2d(dst, p, v.into(), 1, w, h, None);
     cuMemsetD2D16_v2(dst: u64, p: usize, v: u16, w: usize, h: usize) => memset_2d(dst, p, v.into(), 2, w, h, None);
     cuMemsetD2D32_v2(dst: u64, p: usize, v: u32, w: usize, h: usize) => memset_2d(dst, p, v, 4, w, h, None);
+    cuMemsetD2D8_v2_ptds(dst: u64, p: usize, v: u8, w: usize, h: usize) => memset_2d(dst, p, v.into(), 1, w, h, None);
+    cuMemsetD2D16_v2_ptds(dst: u64, p: usize, v: u16, w: usize, h: usize) => memset_2d(dst, p, v.into(), 2, w, h, None);
+    cuMemsetD2D32_v2_ptds(dst: u64, p: usize, v: u32, w: usize, h: usize) => memset_2d(dst, p, v, 4, w, h, None);
+    cuMemsetD2D8Async_ptsz(dst: u64, p: usize, v: u8, w: usize, h: usize, s: usize) => memset_2d(dst, p, v.into(), 1, w, h, stream_of(s));
+    cuMemsetD2D16Async_ptsz(dst: u64, p: usize, v: u16, w: usize, h: usize, s: usize) => memset_2d(dst, p, v.into(), 2, w, h, stream_of(s));
+    cuMemsetD2D32Async_ptsz(dst: u64, p: usize, v: u32, w: usize, h: usize, s: usize) => memset_2d(dst, p, v, 4, w, h, stream_of(s));
+    cuMemcpyPeer(dst: u64, _dc: u64, src: u64, _sc: u64, n: usize) => copy_on_device(dst, src, n, None);
+    cuMemcpyPeer_ptds(dst: u64, _dc: u64, src: u64, _sc: u64, n: usize) => copy_on_device(dst, src, n, None);
+    cuMemcpyPeerAsync(dst: u64, _dc: u64, src: u64, _sc: u64, n: usize, s: usize) => copy_on_device(dst, src, n, stream_of(s));
+    cuMemcpyPeerAsync_ptsz(dst: u64, _dc: u64, src: u64, _sc: u64, n: usize, s: usize) => copy_on_device(dst, src, n, stream_of(s));
     cuMemsetD2D8Async(dst: u64, p: usize, v: u8, w: usize, h: usize, s: usize) => memset_2d(dst, p, v.into(), 1, w, h, stream_of(s));
     cuMemsetD2D16Async(dst: u64, p: usize, v: u16, w: usize, h: usize, s: usize) => memset_2d(dst, p, v.into(), 2, w, h, stream_of(s));
     cuMemsetD2D32Async(dst: u64, p: usize, v: u32, w: usize, h: usize, s: usize) => memset_2d(dst, p, v, 4, w, h, stream_of(s));

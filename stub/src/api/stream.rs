@@ -227,6 +227,24 @@ pub extern "C" fn cuStreamGetCaptureInfo_v3(
 }
 
 #[unsafe(no_mangle)]
+pub extern "C" fn cuStreamGetCaptureInfo_v3_ptsz(
+    handle: usize,
+    status: *mut u32,
+    id: *mut u64,
+) -> CuResult {
+    cuStreamGetCaptureInfo_v3(handle, status, id)
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn cuStreamGetCtx_v2_ptsz(
+    handle: usize,
+    ctx: *mut u64,
+    green: *mut u64,
+) -> CuResult {
+    cuStreamGetCtx_v2(handle, ctx, green)
+}
+
+#[unsafe(no_mangle)]
 pub extern "C" fn cuThreadExchangeStreamCaptureMode(mode: *mut u32) -> CuResult {
     guard("cuThreadExchangeStreamCaptureMode", || {
         if mode.is_null() {
