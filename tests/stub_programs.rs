@@ -216,6 +216,7 @@ fn static_cudart_programs_print_correct_results() {
         "blur",
         "half",
         "memcpy2d",
+        "reset",
         "corpus",
     ] {
         assert!(

@@ -491,6 +491,25 @@ static void case_memcpy_2d() {
     std::printf("memcpy2d ok\n");
 }
 
+// cudaDeviceReset frees everything; the runtime then starts over in a fresh context.
+static void case_reset() {
+    float* before;
+    CHECK(cudaMalloc(&before, 1 << 20));
+    CHECK(cudaDeviceReset());
+    size_t free_bytes = 0, total = 0;
+    CHECK(cudaMemGetInfo(&free_bytes, &total));
+    // The 1 MiB allocation is gone (module variables may remain).
+    EXPECT(free_bytes > total - (1 << 20), "after reset %zu of %zu bytes free", free_bytes, total);
+    const int n = 1000;
+    std::vector<float> x(n, 2.0f), y(n, 1.0f);
+    float *dx = device_copy(x), *dy = device_copy(y);
+    saxpy<<<4, 128>>>(n, 0.5f, dx, dy);
+    std::vector<float> out = host_copy(dy, n);
+    for (int i = 0; i < n; i++) EXPECT(out[i] == 2.0f, "after reset y[%d] = %f", i, out[i]);
+    CHECK(cudaFree(dx)); CHECK(cudaFree(dy));
+    std::printf("reset ok\n");
+}
+
 int main() {
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -509,6 +528,7 @@ int main() {
     case_calls();
     case_softmax_blur_half();
     case_memcpy_2d();
+    case_reset();
     CHECK(cudaDeviceSynchronize());
     std::printf("corpus ok\n");
     return 0;

@@ -67,7 +67,8 @@ pub extern "C" fn cuDevicePrimaryCtxRelease(device: c_int) -> CuResult {
 pub extern "C" fn cuDevicePrimaryCtxReset_v2(device: c_int) -> CuResult {
     guard("cuDevicePrimaryCtxReset_v2", || {
         let device = super::device::checked(device)?;
-        let (handle, destructors) = {
+        // A reset frees every allocation of the context, as cudaDeviceReset promises.
+        let (handle, destructors, allocations) = {
             let mut st = state::state();
             let handle = st.primary_handle(device);
             let destructors = st.take_cls(handle);
@@ -77,15 +78,21 @@ pub extern "C" fn cuDevicePrimaryCtxReset_v2(device: c_int) -> CuResult {
                 handle,
                 ..Default::default()
             };
-            st.device_allocations.clear();
+            let allocations: Vec<u64> = std::mem::take(&mut st.device_allocations)
+                .into_keys()
+                .collect();
             if let Some(carver) = st.carver.as_mut() {
                 carver.reset();
             }
-            (was_announced.then_some(handle), destructors)
+            (was_announced.then_some(handle), destructors, allocations)
         };
         if let Some(handle) = handle {
             state::run_cls_destructors(handle, destructors);
-            session()?.call(
+            let session = session()?;
+            for address in allocations {
+                session.post(&Request::MemFree { address }, &[])?;
+            }
+            session.call(
                 &Request::PrimaryContextReset { device },
                 &[],
                 crate::client::ReplyData::None,
