@@ -55,6 +55,16 @@ struct Conn {
     deferred: Option<CuResult>,
     /// The worker's address, for messages.
     address: String,
+    /// Device-to-host copies sent as calls whose replies are read later, in order.
+    pending_reads: std::collections::VecDeque<PendingRead>,
+}
+
+/// An asynchronous device-to-host copy awaiting its reply.
+struct PendingRead {
+    id: u64,
+    /// Destination address in the program (kept as an integer; written when the reply comes).
+    dst: usize,
+    len: usize,
 }
 
 /// Where to send the payload of a reply.
@@ -134,6 +144,7 @@ impl Session {
             lost: None,
             deferred: None,
             address: address_text.clone(),
+            pending_reads: std::collections::VecDeque::new(),
         };
         let hello = Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -235,6 +246,38 @@ impl Session {
         }
     }
 
+    /// Sends a device-to-host copy without waiting: its reply is read (into `dst`) while
+    /// waiting for a later call, e.g. the synchronisation the program must make before it
+    /// reads `dst`.
+    ///
+    /// # Safety
+    /// `dst` must stay valid for `len` bytes of writes until the program's next synchronising
+    /// call returns, as CUDA requires of asynchronous copies.
+    pub unsafe fn call_deferred(
+        &self,
+        request: &Request,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<(), CuResult> {
+        let mut conn = self.lock();
+        if conn.lost.is_some() {
+            return Err(LOST);
+        }
+        let id = conn.append(FrameKind::Call, request, &[]);
+        conn.pending_reads.push_back(PendingRead {
+            id,
+            dst: dst as usize,
+            len,
+        });
+        if conn.batch.len() >= BATCH_LIMIT {
+            conn.flush(&self.runtime);
+        }
+        match conn.lost {
+            Some(_) => Err(LOST),
+            None => Ok(()),
+        }
+    }
+
     /// Writes all queued posts now (before the program blocks on something else, e.g. a
     /// host callback).
     pub fn flush(&self) {
@@ -304,28 +347,30 @@ impl Conn {
                 let Some(header) = self.reader.next_frame().await? else {
                     return Err(gpufn_proto::FrameError::Closed);
                 };
-                if header.kind != FrameKind::Reply || header.id != id {
-                    // Replies come in order; anything else is skipped.
+                if header.kind != FrameKind::Reply {
                     continue;
                 }
-                let message = self.reader.reply()?;
-                let own = header.payload_len - u64::from(message.printf_bytes);
-                if let (Ok(_), ReplyData::Into(dst)) = (&message.result, &mut data) {
-                    let n = (own as usize).min(dst.len());
-                    self.reader.read_payload(&mut dst[..n]).await?;
+                if header.id == id {
+                    return self.read_reply(header, &mut data).await;
                 }
-                let skip = self.reader.pending_payload() - u64::from(message.printf_bytes);
-                if skip > 0 {
-                    let mut sink = vec![0u8; skip as usize];
-                    self.reader.read_payload(&mut sink).await?;
+                // Replies come in order: an earlier one belongs to a deferred read.
+                if self
+                    .pending_reads
+                    .front()
+                    .is_some_and(|p| p.id == header.id)
+                {
+                    let pending = self.pending_reads.pop_front().expect("checked above");
+                    // SAFETY: the program promised `len` writable bytes at `dst` that stay
+                    // valid until it synchronises, which happens no earlier than this reply.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(pending.dst as *mut u8, pending.len)
+                    };
+                    let message = self.read_reply(header, &mut ReplyData::Into(dst)).await?;
+                    if let Err(e) = &message.result {
+                        self.deferred.get_or_insert(e.code);
+                    }
+                    self.note_deferred(&message);
                 }
-                if message.printf_bytes > 0 {
-                    let printed = self.reader.read_payload_vec().await?;
-                    let mut stdout = std::io::stdout();
-                    let _ = stdout.write_all(&printed);
-                    let _ = stdout.flush();
-                }
-                return Ok(message);
             }
         });
         let message = match received {
@@ -335,6 +380,46 @@ impl Conn {
                 return Err(LOST);
             }
         };
+        self.note_deferred(&message);
+        message.result.map_err(|e| {
+            crate::log::debug(|| format!("worker: {} ({})", e.code, e.message));
+            if matches!(request, Request::Hello(_)) {
+                self.lost = Some(e.message.clone());
+            }
+            e.code
+        })
+    }
+
+    /// Reads the rest of a reply frame: its own payload into `data`, kernel printf output to
+    /// stdout.
+    async fn read_reply(
+        &mut self,
+        header: gpufn_proto::FrameHeader,
+        data: &mut ReplyData<'_>,
+    ) -> Result<gpufn_proto::ReplyMessage, gpufn_proto::FrameError> {
+        let message = self.reader.reply()?;
+        let printf = u64::from(message.printf_bytes);
+        let own = header.payload_len.saturating_sub(printf);
+        if let (Ok(_), ReplyData::Into(dst)) = (&message.result, data) {
+            let n = (own as usize).min(dst.len());
+            self.reader.read_payload(&mut dst[..n]).await?;
+        }
+        let skip = self.reader.pending_payload().saturating_sub(printf);
+        if skip > 0 {
+            let mut sink = vec![0u8; skip as usize];
+            self.reader.read_payload(&mut sink).await?;
+        }
+        if self.reader.pending_payload() > 0 {
+            let printed = self.reader.read_payload_vec().await?;
+            let mut stdout = std::io::stdout();
+            let _ = stdout.write_all(&printed);
+            let _ = stdout.flush();
+        }
+        Ok(message)
+    }
+
+    /// Remembers the first error of earlier posts that a reply reports.
+    fn note_deferred(&mut self, message: &gpufn_proto::ReplyMessage) {
         for deferred in &message.deferred {
             crate::log::debug(|| {
                 format!(
@@ -344,13 +429,6 @@ impl Conn {
             });
             self.deferred.get_or_insert(deferred.error.code);
         }
-        message.result.map_err(|e| {
-            crate::log::debug(|| format!("worker: {} ({})", e.code, e.message));
-            if matches!(request, Request::Hello(_)) {
-                self.lost = Some(e.message.clone());
-            }
-            e.code
-        })
     }
 
     fn lose(&mut self, why: String) {
@@ -361,6 +439,7 @@ impl Conn {
                 self.address
             ));
             self.lost = Some(why);
+            self.pending_reads.clear();
         }
     }
 }

@@ -162,6 +162,38 @@ pub fn copy_to_host(
     Ok(())
 }
 
+/// Device → host on a stream: sent without waiting; the bytes land in `dst` by the time a
+/// later synchronising call returns (as with CUDA, the program must synchronise before it
+/// reads them).
+pub fn copy_to_host_async(
+    dst: *mut c_void,
+    src: u64,
+    len: usize,
+    stream: Option<StreamId>,
+) -> Result<(), CuResult> {
+    if len == 0 {
+        return Ok(());
+    }
+    if dst.is_null() {
+        return Err(CuResult::ERROR_INVALID_VALUE);
+    }
+    let session = session()?;
+    let mut offset = 0;
+    while offset < len {
+        let n = MAX_CHUNK.min(len - offset);
+        let request = Request::MemcpyDtoH {
+            src: src + offset as u64,
+            len: n as u64,
+            stream,
+        };
+        // SAFETY: the program passes `len` writable bytes at `dst` and keeps them valid until
+        // it synchronises, as CUDA requires of asynchronous copies.
+        unsafe { session.call_deferred(&request, dst.cast::<u8>().add(offset), n)? };
+        offset += n;
+    }
+    Ok(())
+}
+
 /// Device → device, asynchronously.
 pub fn copy_on_device(
     dst: u64,
@@ -376,8 +408,8 @@ copy_exports! {
     cuMemcpyHtoDAsync_v2_ptsz(dst: u64, src: *const c_void, n: usize, s: usize) => copy_to_device(dst, src, n, stream_of(s));
     cuMemcpyDtoH_v2(dst: *mut c_void, src: u64, n: usize) => copy_to_host(dst, src, n, None);
     cuMemcpyDtoH_v2_ptds(dst: *mut c_void, src: u64, n: usize) => copy_to_host(dst, src, n, None);
-    cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: u64, n: usize, s: usize) => copy_to_host(dst, src, n, stream_of(s));
-    cuMemcpyDtoHAsync_v2_ptsz(dst: *mut c_void, src: u64, n: usize, s: usize) => copy_to_host(dst, src, n, stream_of(s));
+    cuMemcpyDtoHAsync_v2(dst: *mut c_void, src: u64, n: usize, s: usize) => copy_to_host_async(dst, src, n, stream_of(s));
+    cuMemcpyDtoHAsync_v2_ptsz(dst: *mut c_void, src: u64, n: usize, s: usize) => copy_to_host_async(dst, src, n, stream_of(s));
     cuMemcpyDtoD_v2(dst: u64, src: u64, n: usize) => copy_on_device(dst, src, n, None);
     cuMemcpyDtoD_v2_ptds(dst: u64, src: u64, n: usize) => copy_on_device(dst, src, n, None);
     cuMemcpyDtoDAsync_v2(dst: u64, src: u64, n: usize, s: usize) => copy_on_device(dst, src, n, stream_of(s));
