@@ -23,6 +23,9 @@ cargo test --workspace
 step "fuzz: bounded run of the frame decoder"
 scripts/fuzz.sh --seconds "${GPUFN_FUZZ_SECONDS:-30}"
 
+step "Observability: InfluxDB line protocol and promtool (installs both from Debian)"
+scripts/test-observability.sh
+
 step "Terraform modules"
 scripts/test-terraform.sh
 
