@@ -630,11 +630,20 @@ fn json(body: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
+/// Longest the swap tests wait for the worker to swap an idle session out (its default idle
+/// timeout is 10 s; a guard, not a measurement).
+const SWAP_GUARD: Duration = Duration::from_secs(120);
+
 /// The lab server running under `gpufn run`; killed (server first) if the test fails.
 struct LabServer {
     run: Option<Child>,
     server_pid: u32,
     port: u16,
+    /// Kept open so the server never writes to a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
+    /// Lines of `gpufn run`'s stderr (the private worker's log and the server's messages).
+    stderr: std::sync::mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
 }
 
 impl LabServer {
@@ -644,6 +653,53 @@ impl LabServer {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill {signal} {} failed", self.server_pid);
+    }
+
+    /// Waits for a stderr line that `matches`; fails the test after `guard`.
+    fn wait_for_stderr(
+        &mut self,
+        what: &str,
+        guard: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + guard;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    let line = strip_ansi(&line);
+                    self.stderr_seen.push(line.clone());
+                    if matches(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "{what} did not happen within {guard:?}; stderr so far:\n{}",
+                    self.stderr_seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM to the server; waits for `gpufn run` to end and returns its status and stderr.
+    fn stop(&mut self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        let mut run = self.run.take().expect("running");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = run.try_wait().expect("wait") {
+                break status;
+            }
+            if start.elapsed() > HANG_GUARD {
+                let _ = run.kill();
+                panic!("lab did not stop after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader thread ends at end of file, once every writer has exited.
+        self.stderr_seen
+            .extend(self.stderr.iter().map(|l| strip_ansi(&l)));
+        (status, self.stderr_seen.join("\n"))
     }
 }
 
@@ -659,20 +715,45 @@ impl Drop for LabServer {
     }
 }
 
-/// Starts the lab server with `PORT=0` and reads its port and pid from its first line.
-fn start_lab(
-    tc: &Toolchain,
-    program: &Path,
-    model_mib: u32,
-) -> (LabServer, BufReader<std::process::ChildStdout>) {
+/// `text` without terminal colour sequences (`ESC [ … letter`), which log lines may carry.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Starts the lab server with `PORT=0` and `env`, and reads its port and pid from its first
+/// line.
+fn start_lab(tc: &Toolchain, program: &Path, model_mib: u32, env: &[(&str, &str)]) -> LabServer {
     let mut command = gpufn_run(tc, program, &[]);
     command
         .env("PORT", "0")
         .env("LAB_MODEL_MIB", model_mib.to_string())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut run = command.spawn().expect("gpufn run starts");
+    let stderr = run.stderr.take().expect("stderr");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let mut stdout = BufReader::new(run.stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("read lab's first line");
@@ -686,20 +767,21 @@ fn start_lab(
         });
     let Some((port, server_pid)) = parsed else {
         let _ = run.kill();
-        let output = wait_guarded(run, "lab");
+        let _ = run.wait();
+        let stderr: Vec<String> = receiver.iter().collect();
         panic!(
-            "lab did not start: first line {line:?}\n{}",
-            output_text(&output)
+            "lab did not start: first line {line:?}\n--- stderr ---\n{}",
+            stderr.join("\n")
         );
     };
-    (
-        LabServer {
-            run: Some(run),
-            server_pid,
-            port,
-        },
-        stdout,
-    )
+    LabServer {
+        run: Some(run),
+        server_pid,
+        port,
+        _stdout: stdout,
+        stderr: receiver,
+        stderr_seen: Vec::new(),
+    }
 }
 
 #[test]
@@ -708,7 +790,7 @@ fn lab_loads_its_model_once_and_answers_requests_exactly() {
     let program = build_example(tc, "lab");
     let model_mib = 64;
     let rows = model_mib * 1024 * 1024 / (LAB_COLS * 4);
-    let (mut lab, stdout) = start_lab(tc, &program, model_mib);
+    let mut lab = start_lab(tc, &program, model_mib, &[]);
 
     let (status, body) = http(lab.port, "GET", "/healthz", b"");
     assert_eq!(status, 200);
@@ -745,16 +827,70 @@ fn lab_loads_its_model_once_and_answers_requests_exactly() {
     assert_eq!(status, 404);
 
     // SIGTERM: the server frees its model and exits 0, and so does `gpufn run`.
-    lab.signal("-TERM");
-    let mut run = lab.run.take().expect("running");
-    run.stdout = Some(stdout.into_inner());
-    let output = wait_guarded(run, "lab after SIGTERM");
-    assert_success(&output, "lab");
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("lab: stopped"),
-        "{}",
-        output_text(&output)
+    let (status, stderr) = lab.stop();
+    assert!(status.success(), "gpufn run ended with {status}\n{stderr}");
+    assert!(stderr.contains("lab: stopped"), "{stderr}");
+}
+
+/// The number after `name=` in a log line.
+fn log_field(line: &str, name: &str) -> Option<u64> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn lab_answers_exactly_after_its_idle_model_was_swapped_out_and_back() {
+    let tc = toolchain().unwrap();
+    let program = build_example(tc, "lab");
+    let model_mib = 64;
+    let rows = model_mib * 1024 * 1024 / (LAB_COLS * 4);
+    // The private worker logs every swap event at info level (the stub traces only at debug).
+    let mut lab = start_lab(
+        tc,
+        &program,
+        model_mib,
+        &[("GPUFN_LOG", "gpufn_worker=info")],
     );
+
+    let prompt: &[u8] = b"an astronaut riding a horse";
+    let (status, body) = http(lab.port, "POST", "/generate", prompt);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body), lab_reference(prompt, rows));
+
+    // Idle past the worker's idle timeout, the session's device memory leaves the device.
+    let swapped_out = lab.wait_for_stderr(
+        "the idle swap-out of the lab's device memory",
+        SWAP_GUARD,
+        |line| line.contains("kind=SwapOut"),
+    );
+    let bytes = log_field(&swapped_out, "bytes").unwrap_or(0);
+    assert!(
+        bytes >= u64::from(model_mib) << 20,
+        "the whole model is swapped out: {swapped_out}"
+    );
+
+    // The next request brings it back, at the same addresses, and the answers are exact.
+    for prompt in [prompt, b"a second prompt after the swap".as_slice()] {
+        let (status, body) = http(lab.port, "POST", "/generate", prompt);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            json(&body),
+            lab_reference(prompt, rows),
+            "prompt {prompt:?}"
+        );
+    }
+    let swapped_in =
+        lab.wait_for_stderr("the swap-in before the next request", SWAP_GUARD, |line| {
+            line.contains("kind=SwapIn")
+        });
+    assert_eq!(log_field(&swapped_in, "bytes"), Some(bytes), "{swapped_in}");
+
+    let (status, stderr) = lab.stop();
+    assert!(status.success(), "gpufn run ended with {status}\n{stderr}");
 }
 
 #[test]
