@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub module_cache_bytes: u64,
     /// Host threads one kernel launch may use on the CPU device (default: all cores).
     pub launch_threads: usize,
+    /// Device memory budget, idle timeouts and the swap store's tiers.
+    pub swap: crate::swap::SwapSettings,
 }
 
 impl Default for WorkerConfig {
@@ -49,6 +51,7 @@ impl Default for WorkerConfig {
             max_sessions: crate::address_space::MAX_SESSION_RANGES,
             module_cache_bytes: 256 << 20,
             launch_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            swap: crate::swap::SwapSettings::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`device`]: the [`device::Device`] trait and its backends (`cpu` over `gpufn-ptx`;
 //!   `cuda` detection).
 //! - [`cache`]: module images by SHA-256, shared by all sessions.
+//! - [`swap`]: the device memory budget, idle swap-out and swap-in over `gpufn-swap`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,6 +29,7 @@ pub mod error;
 pub mod gateway_client;
 pub mod server;
 pub mod session;
+pub mod swap;
 
 pub use config::{BackendChoice, WorkerConfig};
 pub use error::WorkerError;

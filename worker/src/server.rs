@@ -15,17 +15,18 @@ use crate::device::{self, Device};
 use crate::error::WorkerError;
 use crate::gateway_client::{self, OpenSessions, SessionCounters, TicketVerifier};
 use crate::session::{CallReply, Session};
+use crate::swap::{MemoryGate, Slot, SwapStatus, Swapper};
 use gpufn_proto::frame::{FrameError, FrameKind, FrameReader, FrameWriter};
 use gpufn_proto::message::{
-    CallError, Channel, Credentials, Hello, MemoryRange, PROTOCOL_VERSION, Reply, ReplyMessage,
-    Request, Role, SessionId, Welcome,
+    CallError, Channel, Credentials, Hello, MemoryRange, PROTOCOL_VERSION, Qos, Reply,
+    ReplyMessage, Request, Role, SessionId, Welcome,
 };
 use gpufn_proto::transport::{
     Address, Connection, Listener, RecvStream, SendStream, ServerOptions,
 };
 use gpufn_proto::{CuResult, FrameLimits};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -52,19 +53,27 @@ struct Shared {
     gateway: std::sync::RwLock<Option<Arc<TicketVerifier>>>,
     /// Open sessions' counters, for heartbeats and the gateway's control calls.
     sessions: OpenSessions,
+    /// Device memory budget, idle swap-out and swap-in.
+    swapper: Arc<Swapper>,
+    idle_ticker_started: AtomicBool,
 }
 
 impl Worker {
     /// A worker on the backend `config` asks for (see [`device::select`]).
     pub fn new(config: WorkerConfig) -> Result<Self, WorkerError> {
         let device = device::select(config.backend, config.launch_threads)?;
-        Ok(Worker::with_device(config, device))
+        Worker::with_device(config, device)
     }
 
-    /// A worker on a given device.
-    pub fn with_device(config: WorkerConfig, device: Arc<dyn Device>) -> Self {
-        Worker {
+    /// A worker on a given device. Opens the swap store, which removes swap files a previous
+    /// run of the same worker id left behind.
+    pub fn with_device(config: WorkerConfig, device: Arc<dyn Device>) -> Result<Self, WorkerError> {
+        let swapper = Swapper::open(config.swap.clone())
+            .map_err(|e| WorkerError::Config(format!("cannot open the swap store: {e}")))?;
+        Ok(Worker {
             shared: Arc::new(Shared {
+                swapper,
+                idle_ticker_started: AtomicBool::new(false),
                 cache: Arc::new(ModuleCache::new(config.module_cache_bytes)),
                 ranges: Mutex::new(RangePool::new(config.max_sessions)),
                 next_session: AtomicU64::new(1),
@@ -74,7 +83,12 @@ impl Worker {
                 device,
                 config,
             }),
-        }
+        })
+    }
+
+    /// Every session's swap state and bytes, tier usage and recent swap events.
+    pub fn swap_status(&self) -> SwapStatus {
+        self.shared.swapper.status()
     }
 
     pub fn device(&self) -> &dyn Device {
@@ -127,6 +141,7 @@ impl Worker {
 
     /// Serves connections from `listener` until it stops.
     pub async fn serve(&self, listener: Listener) {
+        self.start_idle_ticker();
         loop {
             match listener.accept().await {
                 Ok(connection) => {
@@ -144,6 +159,34 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Starts (once per worker) the task that swaps out idle sessions and demotes swapped
+    /// ones between tiers. It ends when the worker is gone.
+    fn start_idle_ticker(&self) {
+        if self.shared.idle_ticker_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let settings = self.shared.swapper.settings();
+        let shortest = settings
+            .idle_timeout_by_qos
+            .values()
+            .copied()
+            .fold(settings.idle_timeout, std::cmp::min);
+        let period = (shortest / 4).clamp(
+            std::time::Duration::from_millis(20),
+            std::time::Duration::from_secs(1),
+        );
+        let swapper = Arc::downgrade(&self.shared.swapper);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(swapper) = swapper.upgrade() else {
+                    return;
+                };
+                let _ = tokio::task::spawn_blocking(move || swapper.idle_tick()).await;
+            }
+        });
     }
 
     async fn serve_connection(&self, connection: Connection) {
@@ -173,6 +216,15 @@ impl Worker {
                 return;
             }
         };
+        if hello.role == Role::Gateway && self.ticket_verifier().is_none() {
+            match authorize_control(&hello) {
+                Ok(()) => self.serve_swap_control(id, reader, writer).await,
+                Err(error) => {
+                    let _ = refuse(&mut writer, id, error).await;
+                }
+            }
+            return;
+        }
         if hello.role == Role::Gateway {
             let verified = match self.ticket_verifier() {
                 Some(v) => v
@@ -226,7 +278,91 @@ impl Worker {
             self.close_session(session);
             return;
         }
-        self.run_session(session, reader, writer, peer).await;
+        // The QoS comes from the session ticket once the gateway sends it.
+        let slot = self.shared.swapper.register(session, Qos::Medium);
+        self.run_session(slot, reader, writer, peer).await;
+    }
+
+    /// Serves a control stream of a worker without a gateway: swap state, swap-out and
+    /// prewarm of any open session, and ending sessions.
+    async fn serve_swap_control(
+        &self,
+        hello_id: u64,
+        mut reader: FrameReader<RecvStream>,
+        mut writer: FrameWriter<SendStream>,
+    ) {
+        let welcome = Reply::Welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            session: SessionId(0),
+            memory: None,
+            server: format!("gpufn-worker/{}", env!("CARGO_PKG_VERSION")),
+        });
+        if write_reply(&mut writer, hello_id, ok_reply(welcome))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            let header = match reader.next_frame().await {
+                Ok(Some(h)) if h.kind == FrameKind::Call => h,
+                Ok(Some(h)) => {
+                    tracing::warn!("control stream sent a {:?} frame; closing it", h.kind);
+                    return;
+                }
+                _ => return,
+            };
+            let result = match reader.request() {
+                Ok(Request::Ping) => Ok(Reply::Pong),
+                Ok(Request::EndSession { session }) => {
+                    if self.end_session(session.0) {
+                        Ok(Reply::Done)
+                    } else {
+                        Err(call_error(
+                            CuResult::ERROR_INVALID_VALUE,
+                            format!("session {} is not open on this worker", session.0),
+                        ))
+                    }
+                }
+                Ok(
+                    request @ (Request::GetSwapState { .. }
+                    | Request::SwapOut { .. }
+                    | Request::Prewarm { .. }),
+                ) => {
+                    let swapper = self.shared.swapper.clone();
+                    tokio::task::spawn_blocking(move || swapper.control(&request))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(call_error(
+                                CuResult::ERROR_UNKNOWN,
+                                format!("swap failed: {e}"),
+                            ))
+                        })
+                }
+                Ok(other) => Err(call_error(
+                    CuResult::ERROR_NOT_SUPPORTED,
+                    format!(
+                        "a control stream takes Ping, GetSwapState, SwapOut, Prewarm and \
+                         EndSession, not {other:?}"
+                    ),
+                )),
+                Err(e) => {
+                    tracing::warn!("closing a control stream after a bad frame: {e}");
+                    return;
+                }
+            };
+            let message = match result {
+                Ok(reply) => ok_reply(reply),
+                Err(error) => ReplyMessage {
+                    deferred: Vec::new(),
+                    result: Err(error),
+                    printf_bytes: 0,
+                },
+            };
+            if write_reply(&mut writer, header.id, message).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The attach step: checks a stream's handshake and opens its session. The gateway
@@ -287,6 +423,7 @@ impl Worker {
             quota,
             self.shared.device.clone(),
             self.shared.cache.clone(),
+            self.shared.swapper.clone() as Arc<dyn MemoryGate>,
         ) {
             Ok(session) => {
                 self.shared.open_sessions.fetch_add(1, Ordering::SeqCst);
@@ -319,23 +456,38 @@ impl Worker {
         tracing::info!(session = id.0, freed_bytes = used, "session closed");
     }
 
+    /// Ends a registered session: its swapped data and device memory are given back.
+    fn close_slot(&self, slot: Arc<Slot>) {
+        let id = slot.id();
+        let (used, range) = self.shared.swapper.unregister(&slot);
+        // The session (and its device memory) goes with the last reference to its slot.
+        drop(slot);
+        self.shared.sessions.remove(id.0);
+        self.give_back_range(range);
+        self.shared.open_sessions.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(session = id.0, freed_bytes = used, "session closed");
+    }
+
     async fn run_session(
         &self,
-        session: Session,
+        slot: Arc<Slot>,
         mut reader: FrameReader<RecvStream>,
         writer: FrameWriter<SendStream>,
         peer: &str,
     ) {
-        let session_id = session.id().0;
-        let cancel = session.cancel_flag();
+        let session_id = slot.id().0;
+        let cancel = self
+            .shared
+            .sessions
+            .get(session_id)
+            .map(|c| c.cancel.clone());
         let (request_tx, request_rx) = mpsc::channel::<Incoming>(READ_AHEAD);
         let (reply_tx, reply_rx) = mpsc::unbounded_channel::<(u64, CallReply)>();
         let counters = self.shared.sessions.get(session_id);
-        let clock = self.clone();
+        let worker = self.clone();
+        let executed = slot.clone();
         let mut executor = tokio::task::spawn_blocking(move || {
-            execute(session, request_rx, reply_tx, counters, move || {
-                clock.shared.sessions.now_ms()
-            })
+            execute(&worker, &executed, request_rx, reply_tx, counters)
         });
         let replies = tokio::spawn(write_replies(writer, reply_rx));
 
@@ -358,7 +510,9 @@ impl Worker {
                 "closing the connection after a bad frame: {e}"
             ),
         }
-        if !matches!(ended, ReadEnd::ExecutorDone) {
+        if !matches!(ended, ReadEnd::ExecutorDone)
+            && let Some(cancel) = &cancel
+        {
             // The client is gone or misbehaved: stop a running kernel, drop queued work.
             cancel.store(true, Ordering::SeqCst);
         }
@@ -367,11 +521,35 @@ impl Worker {
             Some(done) => done,
             None => executor.await,
         };
-        match done {
-            Ok(session) => self.close_session(session),
-            Err(e) => tracing::error!(session = session_id, "session executor failed: {e}"),
+        if let Err(e) = done {
+            tracing::error!(session = session_id, "session executor failed: {e}");
         }
+        self.close_slot(slot);
         let _ = replies.await;
+    }
+}
+
+/// Who may send swap and session control calls to a worker that runs without a gateway: a
+/// `Gateway`-role stream without credentials (tests, `gpufn status` on the same host). With a
+/// gateway, control streams need its control ticket instead (see `gateway_client`).
+pub fn authorize_control(hello: &Hello) -> Result<(), CallError> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(call_error(
+            CuResult::ERROR_NOT_SUPPORTED,
+            format!(
+                "protocol version {} is not supported; this worker speaks version \
+                 {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        ));
+    }
+    match &hello.credentials {
+        Credentials::None => Ok(()),
+        _ => Err(call_error(
+            CuResult::ERROR_NOT_PERMITTED,
+            "this worker runs without a gateway and cannot verify control credentials; \
+             connect without credentials",
+        )),
     }
 }
 
@@ -502,17 +680,19 @@ async fn read_requests(
 }
 
 /// Runs a session's requests in order until the stream ends, the client detaches or the
-/// session is cancelled; gives the session back to be closed.
+/// session is cancelled.
 fn execute(
-    mut session: Session,
+    worker: &Worker,
+    slot: &Slot,
     mut requests: mpsc::Receiver<Incoming>,
     replies: mpsc::UnboundedSender<(u64, CallReply)>,
     counters: Option<Arc<SessionCounters>>,
-    now_ms: impl Fn() -> u64,
-) -> Session {
-    let cancel = session.cancel_flag();
+) {
     while let Some(incoming) = requests.blocking_recv() {
-        if cancel.load(Ordering::SeqCst) {
+        if counters
+            .as_ref()
+            .is_some_and(|c| c.cancel.load(Ordering::SeqCst))
+        {
             break;
         }
         let Incoming {
@@ -522,23 +702,26 @@ fn execute(
             payload,
         } = incoming;
         let mut moved = payload.len() as u64;
-        let reply = session.execute(id, kind, request, payload);
+        let (reply, detached, resident) = worker
+            .shared
+            .swapper
+            .execute(slot, id, kind, request, payload);
         if let Some(c) = &counters {
             moved += reply.as_ref().map_or(0, |r| r.data.len() as u64);
             c.bytes_moved.fetch_add(moved, Ordering::Relaxed);
-            c.used_bytes.store(session.used_memory(), Ordering::Relaxed);
-            c.last_call_ms.store(now_ms(), Ordering::Relaxed);
+            c.used_bytes.store(resident, Ordering::Relaxed);
+            c.last_call_ms
+                .store(worker.shared.sessions.now_ms(), Ordering::Relaxed);
         }
         if let Some(reply) = reply
             && replies.send((id, reply)).is_err()
         {
             break;
         }
-        if session.is_detached() {
+        if detached {
             break;
         }
     }
-    session
 }
 
 async fn write_replies(

@@ -10,6 +10,7 @@ use crate::address_space::{AddressError, AddressSpace, Owner};
 use crate::cache::{ModuleCache, hash_image};
 use crate::device::{Device, DeviceSession, KernelDesc, Launch};
 use crate::error::DeviceError;
+use crate::swap::MemoryGate;
 use gpufn_proto::frame::FrameKind;
 use gpufn_proto::message::{
     CallError, ContextId, CopyDirection, DeferredError, DeviceRegion, EventId, FunctionRef,
@@ -96,6 +97,8 @@ pub struct Session {
     printf: Vec<u8>,
     cancel: Arc<AtomicBool>,
     detached: bool,
+    /// Admits the session's device memory into the worker's device memory budget.
+    gate: Arc<dyn MemoryGate>,
 }
 
 impl Session {
@@ -106,6 +109,7 @@ impl Session {
         quota: u64,
         device: Arc<dyn Device>,
         cache: Arc<ModuleCache>,
+        gate: Arc<dyn MemoryGate>,
     ) -> Result<Self, DeviceError> {
         let space = AddressSpace::new(range, quota);
         let memory = device.open_session(range, quota, space.worker_half())?;
@@ -125,6 +129,7 @@ impl Session {
             printf: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             detached: false,
+            gate,
         })
     }
 
@@ -150,6 +155,57 @@ impl Session {
     /// Bytes of device memory the session holds.
     pub fn used_memory(&self) -> u64 {
         self.space.used()
+    }
+
+    /// Device memory and the allocations in it, for swap-out and swap-in.
+    pub(crate) fn memory_and_space(&mut self) -> (&mut dyn DeviceSession, &AddressSpace) {
+        (&mut *self.memory, &self.space)
+    }
+
+    /// Makes every later call fail with `error` (the session's device memory is lost).
+    pub(crate) fn poison(&mut self, error: CallError) {
+        self.sticky = Some(error);
+    }
+
+    /// Answers a request the worker handled outside the session (swap control) with `reply`.
+    pub(crate) fn answer(&mut self, kind: FrameKind, reply: Reply) -> Option<CallReply> {
+        match kind {
+            FrameKind::Call => Some(CallReply {
+                message: ReplyMessage {
+                    deferred: std::mem::take(&mut self.deferred),
+                    result: Ok(reply),
+                    printf_bytes: 0,
+                },
+                data: Vec::new(),
+                printf: Vec::new(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Answers a request that could not run (e.g. its session could not be swapped in) with
+    /// `error`, like [`Session::execute`] answers a failed request.
+    pub(crate) fn reject(
+        &mut self,
+        id: u64,
+        kind: FrameKind,
+        error: CallError,
+    ) -> Option<CallReply> {
+        match kind {
+            FrameKind::Call => Some(CallReply {
+                message: ReplyMessage {
+                    deferred: std::mem::take(&mut self.deferred),
+                    result: Err(error),
+                    printf_bytes: 0,
+                },
+                data: Vec::new(),
+                printf: Vec::new(),
+            }),
+            _ => {
+                self.deferred.push(DeferredError { request: id, error });
+                None
+            }
+        }
     }
 
     /// Runs one request. A call returns its reply; a post returns `None`, and its error (if
@@ -366,7 +422,7 @@ impl Session {
                     return Err(invalid_handle(format!("no module {} is loaded", module.0)));
                 }
                 self.memory.unload_module(*module)?;
-                self.space.remove_module(*module);
+                self.remove_module_variables(*module);
                 Reply::Done
             }
             Request::FunctionGetAttribute {
@@ -519,13 +575,25 @@ impl Session {
             }
             None => self.space.choose(size).map_err(address_error)?,
         };
-        self.memory.allocate_at(address, size)?;
+        self.gate.reserve(self.id, size)?;
+        if let Err(e) = self.memory.allocate_at(address, size) {
+            self.gate.release(size);
+            return Err(e.into());
+        }
         if let Err(e) = self.space.insert_at(address, size, Owner::Program) {
             // Checked above; keep device and bookkeeping in step regardless.
             let _ = self.memory.free(address);
+            self.gate.release(size);
             return Err(address_error(e));
         }
         Ok(address)
+    }
+
+    /// Forgets a module's variables and gives their device memory back to the budget.
+    fn remove_module_variables(&mut self, module: ModuleId) {
+        let before = self.space.used();
+        self.space.remove_module(module);
+        self.gate.release(before - self.space.used());
     }
 
     fn free(&mut self, address: u64) -> Result<(), CallError> {
@@ -533,7 +601,8 @@ impl Session {
             // cuMemFree(0) frees nothing, like free(NULL).
             return Ok(());
         }
-        self.space.remove(address).map_err(address_error)?;
+        let size = self.space.remove(address).map_err(address_error)?;
+        self.gate.release(size);
         self.memory.free(address)?;
         Ok(())
     }
@@ -631,9 +700,14 @@ impl Session {
         };
         if self.modules.remove(&module).is_some() {
             self.memory.unload_module(module)?;
-            self.space.remove_module(module);
+            self.remove_module_variables(module);
         }
         let loaded = self.memory.load_module(module, &image)?;
+        let variables: u64 = loaded.globals.iter().map(|g| g.size).sum();
+        if let Err(e) = self.gate.reserve(self.id, variables) {
+            let _ = self.memory.unload_module(module);
+            return Err(e);
+        }
         for g in loaded.globals.iter().filter(|g| g.size > 0) {
             if let Err(e) = self
                 .space
@@ -641,6 +715,7 @@ impl Session {
             {
                 let _ = self.memory.unload_module(module);
                 self.space.remove_module(module);
+                self.gate.release(variables);
                 return Err(address_error(e));
             }
         }
