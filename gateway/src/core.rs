@@ -55,6 +55,8 @@ struct WorkerRecord {
 struct LiveSession {
     billing: Billing,
     worker: String,
+    /// When it was placed (pool time).
+    created: Millis,
 }
 
 struct Core {
@@ -265,29 +267,40 @@ impl Gateway {
                     _ => {}
                 }
             }
-            // Sessions the worker reported before and no longer reports have ended there.
-            let gone: Vec<u64> = core
+            // Sessions the worker reported before and no longer reports have ended there;
+            // sessions never reported long after their ticket expired were never opened.
+            let open_deadline = self.config.ticket_ttl + self.config.pool.lease_timeout;
+            let gone: Vec<(u64, &'static str)> = core
                 .live
                 .iter()
-                .filter(|(id, s)| {
-                    s.worker == worker_id && !reported.contains(id) && core.meter.has_reported(**id)
+                .filter(|(id, s)| s.worker == worker_id && !reported.contains(id))
+                .filter_map(|(id, s)| {
+                    if core.meter.has_reported(*id) {
+                        Some((*id, "detached"))
+                    } else if now.since(s.created) > open_deadline {
+                        Some((*id, "never_opened"))
+                    } else {
+                        None
+                    }
                 })
-                .map(|(id, _)| *id)
                 .collect();
-            for id in gone {
+            for (id, reason) in gone {
                 if let Ok(more) = core.pool.end_session(gpufn_pool::SessionId(id), now) {
                     commands.extend(more);
                 }
                 core.live.remove(&id);
                 core.meter.forget(id);
-                swaps.push(("session_end", "detached", id));
+                swaps.push(("session_end", reason, id));
             }
         }
         for (event, reason, session) in swaps {
             if event == "session_end" {
-                let _ = self
-                    .store
-                    .end_session(session, now_ms, "the program detached");
+                let why = if reason == "detached" {
+                    "the program detached"
+                } else {
+                    "the program never opened the session on its worker before its ticket expired"
+                };
+                let _ = self.store.end_session(session, now_ms, why);
             }
             self.scheduling_event(event, reason, worker_id, Some(session), None);
         }
@@ -386,6 +399,7 @@ impl Gateway {
                         compute_percent: request.compute_percent,
                     },
                     worker: placement.device.worker.0.clone(),
+                    created: self.now(),
                 },
             );
             let ready_rx = (!placement.ready).then(|| {

@@ -507,3 +507,56 @@ async fn metrics_are_openmetrics_text_with_usage_and_events() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_never_opened_on_their_worker_end_after_the_ticket_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.ticket_ttl = Duration::from_millis(200);
+    let g = gpufn_gateway::start(c).await.unwrap();
+    let _w = ProtocolWorker::start(&g, "w1", GIB).await;
+    let acme = token(&g, "acme", &[Scope::Session]);
+    let (_, a) = http(
+        &g,
+        "POST",
+        "/v1/sessions",
+        Some(&acme),
+        Some(json!({"vram_bytes": GIB})),
+    )
+    .await;
+    let session = a["session"].as_u64().unwrap();
+    eventually("the unopened session ends", || async {
+        let (_, d) = http(
+            &g,
+            "GET",
+            &format!("/v1/sessions/{session}"),
+            Some(&acme),
+            None,
+        )
+        .await;
+        d["state"] == "ended"
+    })
+    .await;
+    let (_, d) = http(
+        &g,
+        "GET",
+        &format!("/v1/sessions/{session}"),
+        Some(&acme),
+        None,
+    )
+    .await;
+    assert!(
+        d["end_reason"].as_str().unwrap().contains("never opened"),
+        "{d}"
+    );
+    // Its memory is free again.
+    let (s, _) = http(
+        &g,
+        "POST",
+        "/v1/sessions",
+        Some(&acme),
+        Some(json!({"vram_bytes": GIB})),
+    )
+    .await;
+    assert_eq!(s, 201);
+}

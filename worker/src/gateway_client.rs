@@ -98,6 +98,9 @@ pub struct SessionCounters {
     /// Milliseconds since the worker started, at the session's last request.
     pub last_call_ms: AtomicU64,
     pub cancel: Arc<AtomicBool>,
+    /// The session closed; it is reported once more (with its final counters) and then
+    /// dropped, so the gateway bills all of it and sees it end.
+    pub closed: AtomicBool,
 }
 
 /// Open sessions by id.
@@ -126,8 +129,18 @@ impl OpenSessions {
         self.lock().get(&id).cloned()
     }
 
+    /// The session closed: kept for one last heartbeat.
     pub fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        if let Some(c) = self.lock().get(&id) {
+            c.closed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a session with this id is open (not closed).
+    pub fn is_open(&self, id: u64) -> bool {
+        self.lock()
+            .get(&id)
+            .is_some_and(|c| !c.closed.load(Ordering::SeqCst))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<SessionCounters>>> {
@@ -137,7 +150,8 @@ impl OpenSessions {
     /// The heartbeat's view of every open session.
     pub fn usage(&self) -> Vec<SessionUsage> {
         let now = self.now_ms();
-        self.lock()
+        let mut map = self.lock();
+        let usage = map
             .iter()
             .map(|(id, c)| SessionUsage {
                 session: SessionId(*id),
@@ -148,7 +162,9 @@ impl OpenSessions {
                 bytes_moved: c.bytes_moved.load(Ordering::Relaxed),
                 swap_events: 0,
             })
-            .collect()
+            .collect();
+        map.retain(|_, c| !c.closed.load(Ordering::SeqCst));
+        usage
     }
 
     /// Stops a session (the gateway ended it): its running kernel and queued work are
