@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use gpufn_proto::transport::Address;
-use gpufn_worker::config::parse_size;
+use gpufn_worker::config::{parse_duration, parse_qos_timeout, parse_size};
 use gpufn_worker::device::backend_name;
+use gpufn_worker::swap::SwapSettings;
 use gpufn_worker::{BackendChoice, Worker, WorkerConfig};
 use std::path::PathBuf;
 
@@ -42,6 +43,27 @@ pub struct WorkerArgs {
     /// Where the worker keeps its state (the QUIC development certificate).
     #[arg(long, default_value = ".gpufn")]
     pub data_dir: PathBuf,
+    /// Device memory all active sessions share; session quotas may add up to more (idle
+    /// sessions are swapped out to make room).
+    #[arg(long, default_value = "8GiB", value_parser = parse_size)]
+    pub device_memory: u64,
+    /// A session with no call for this long is swapped out (e.g. 10s, 500ms, 2m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Idle timeout for one QoS class, e.g. `low=2s` (repeat for several).
+    #[arg(long, value_parser = parse_qos_timeout)]
+    pub idle_timeout_qos: Vec<(gpufn_proto::message::Qos, std::time::Duration)>,
+    /// Host RAM for swapped-out sessions.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    pub host_swap_budget: u64,
+    /// Directory for swapped-out sessions beyond the host budget (local NVMe); without it,
+    /// swap stays in host RAM.
+    #[arg(long)]
+    pub swap_dir: Option<PathBuf>,
+    /// Object store for long-idle swapped sessions: file:///DIR or memory:// (needs
+    /// --swap-dir).
+    #[arg(long)]
+    pub cold_store: Option<String>,
 }
 
 impl WorkerArgs {
@@ -56,8 +78,59 @@ impl WorkerArgs {
             session_memory: self.session_memory,
             max_sessions: self.max_sessions,
             module_cache_bytes: self.module_cache,
+            swap: self.swap_settings()?,
             ..WorkerConfig::default()
         })
+    }
+}
+
+impl WorkerArgs {
+    fn swap_settings(&self) -> anyhow::Result<SwapSettings> {
+        anyhow::ensure!(
+            self.cold_store.is_none() || self.swap_dir.is_some(),
+            "--cold-store needs --swap-dir (swapped sessions reach the cold store from disk)"
+        );
+        Ok(SwapSettings {
+            worker_id: swap_worker_id(self.worker_id.as_deref(), &self.data_dir),
+            device_memory: self.device_memory,
+            idle_timeout: self.idle_timeout,
+            idle_timeout_by_qos: self.idle_timeout_qos.iter().copied().collect(),
+            host_budget: self.host_swap_budget,
+            disk_dir: self.swap_dir.clone(),
+            cold_url: self.cold_store.clone(),
+            ..SwapSettings::default()
+        })
+    }
+}
+
+/// The name of this worker's swap files: `--worker-id`, else one derived from the data
+/// directory, so a restarted worker finds (and removes) what its previous run left.
+fn swap_worker_id(worker_id: Option<&str>, data_dir: &std::path::Path) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(48)
+            .collect()
+    };
+    match worker_id {
+        Some(id) => clean(id),
+        None => {
+            let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+            // FNV-1a: stable across runs and builds.
+            let hash = dir
+                .to_string_lossy()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            format!("worker-{hash:016x}")
+        }
     }
 }
 

@@ -82,9 +82,76 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {input:?}: too large"))
 }
 
+/// Parses a duration: `10s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
+    let s = input.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {input:?}: expected a number like 10s or 500ms"))?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => {
+            return Err(format!(
+                "invalid duration {input:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    value
+        .checked_mul(millis)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("invalid duration {input:?}: too large"))
+}
+
+/// Parses `QOS=DURATION`, e.g. `low=2s`.
+pub fn parse_qos_timeout(
+    input: &str,
+) -> Result<(gpufn_proto::message::Qos, std::time::Duration), String> {
+    use gpufn_proto::message::Qos;
+    let (qos, duration) = input
+        .split_once('=')
+        .ok_or_else(|| format!("invalid {input:?}: expected QOS=DURATION, e.g. low=2s"))?;
+    let qos = match qos.trim().to_ascii_lowercase().as_str() {
+        "low" => Qos::Low,
+        "medium" => Qos::Medium,
+        "high" => Qos::High,
+        "critical" => Qos::Critical,
+        other => {
+            return Err(format!(
+                "unknown QoS {other:?}: use low, medium, high or critical"
+            ));
+        }
+    };
+    Ok((qos, parse_duration(duration)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_qos_timeouts_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").unwrap_err().contains("10s"));
+        assert!(parse_duration("3 days").unwrap_err().contains("unit"));
+        assert_eq!(
+            parse_qos_timeout("low=2s"),
+            Ok((gpufn_proto::message::Qos::Low, Duration::from_secs(2)))
+        );
+        assert!(parse_qos_timeout("urgent=2s").unwrap_err().contains("low"));
+        assert!(
+            parse_qos_timeout("2s")
+                .unwrap_err()
+                .contains("QOS=DURATION")
+        );
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {
