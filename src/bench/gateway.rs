@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gpufn_gateway::auth::Scope;
-use gpufn_gateway::client::get_json;
 use gpufn_proto::frame::{FrameLimits, FrameReader, FrameWriter};
 use gpufn_proto::message::{Channel, Credentials, Hello, Qos, ResourceRequest, Role};
 use gpufn_proto::transport::{Address, ClientOptions, connect};
@@ -131,6 +130,7 @@ async fn attach(gateway: &Address, token: &str) -> anyhow::Result<(Address, Stri
     out.ok_or_else(|| anyhow::anyhow!("no Attached reply"))
 }
 
+/// `requests` GETs over `concurrency` keep-alive connections; requests per second.
 async fn load(
     url: String,
     path: &'static str,
@@ -138,14 +138,25 @@ async fn load(
     requests: usize,
     concurrency: usize,
 ) -> f64 {
-    let started = Instant::now();
     let per_task = requests / concurrency;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (url, token) = (url.clone(), token.clone());
+            let (url, token, client) = (url.clone(), token.clone(), client.clone());
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    let _ = get_json(&url, path, token.as_deref()).await;
+                    let mut request = http::Request::get(format!("{url}{path}"));
+                    if let Some(t) = &token {
+                        request = request.header("authorization", format!("Bearer {t}"));
+                    }
+                    let Ok(request) = request.body(Full::<Bytes>::default()) else {
+                        return;
+                    };
+                    if let Ok(response) = client.request(request).await {
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                    }
                 }
             })
         })
