@@ -509,6 +509,9 @@ pub enum Request {
     EndSession {
         session: SessionId,
     },
+    /// Control stream → worker: every session's swap state and bytes, swap tier usage and
+    /// recent swap events; answered with [`Reply::WorkerStatus`].
+    GetWorkerStatus,
 }
 
 /// A successful answer to a synchronous call.
@@ -555,6 +558,40 @@ pub enum Reply {
         ticket_public_key: String,
     },
     HeartbeatAck,
+    WorkerStatus(Box<WorkerStatus>),
+}
+
+/// A worker's memory and swap status (the answer to `GetWorkerStatus`).
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Device memory all hot sessions share.
+    pub device_memory: u64,
+    /// Device bytes hot sessions hold now.
+    pub resident_bytes: u64,
+    pub host_swap_budget: u64,
+    /// Host RAM held by swapped-out sessions.
+    pub host_swap_bytes: u64,
+    /// Disk space held by swapped-out sessions.
+    pub disk_swap_bytes: u64,
+    /// Session bytes in the cold store.
+    pub cold_swap_bytes: u64,
+    pub sessions: Vec<SessionUsage>,
+    /// The latest swap events, oldest first.
+    pub recent_swaps: Vec<SwapRecord>,
+}
+
+/// One completed swap: a session's bytes moved between the device and a tier or between tiers.
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapRecord {
+    pub session: SessionId,
+    /// Where the bytes were (`Hot`: on the device).
+    pub from: SwapState,
+    /// Where they are now.
+    pub to: SwapState,
+    pub bytes: u64,
+    pub duration_us: u64,
 }
 
 /// Why a call failed: a real CUDA code for the program, and a message for humans.

@@ -314,6 +314,14 @@ impl Worker {
             };
             let result = match reader.request() {
                 Ok(Request::Ping) => Ok(Reply::Pong),
+                Ok(Request::GetWorkerStatus) => Ok(Reply::WorkerStatus(Box::new(
+                    self.shared.swapper.wire_status(|session| {
+                        self.shared
+                            .sessions
+                            .get(session.0)
+                            .map_or(0, |c| c.bytes_moved.load(Ordering::Relaxed))
+                    }),
+                ))),
                 Ok(Request::EndSession { session }) => {
                     if self.end_session(session.0) {
                         Ok(Reply::Done)
@@ -342,8 +350,8 @@ impl Worker {
                 Ok(other) => Err(call_error(
                     CuResult::ERROR_NOT_SUPPORTED,
                     format!(
-                        "a control stream takes Ping, GetSwapState, SwapOut, Prewarm and \
-                         EndSession, not {other:?}"
+                        "a control stream takes Ping, GetWorkerStatus, GetSwapState, SwapOut, \
+                         Prewarm and EndSession, not {other:?}"
                     ),
                 )),
                 Err(e) => {

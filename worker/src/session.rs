@@ -298,6 +298,11 @@ impl Session {
             Request::SwapOut { .. } | Request::Prewarm { .. } => {
                 return Err(not_supported("this worker does not swap sessions yet"));
             }
+            Request::GetWorkerStatus => {
+                return Err(not_supported(
+                    "GetWorkerStatus is a control call; send it on a control stream",
+                ));
+            }
             Request::EndSession { .. } => {
                 return Err(not_supported(
                     "EndSession is a gateway control call; a stub ends its session with Detach",

@@ -18,7 +18,10 @@ use crate::device::DeviceSession;
 use crate::session::{CallReply, Session};
 use gpufn_proto::CuResult;
 use gpufn_proto::frame::FrameKind;
-use gpufn_proto::message::{CallError, MemoryRange, Qos, Reply, Request, SessionId, SwapState};
+use gpufn_proto::message::{
+    CallError, MemoryRange, Qos, Reply, Request, SessionId, SessionUsage, SwapRecord, SwapState,
+    WorkerStatus,
+};
 use gpufn_swap::{Allocation, DeviceIo, DeviceIoError, SwapConfig, SwapEvent, SwapStore, Tier};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -372,6 +375,44 @@ impl Swapper {
         }
     }
 
+    /// The status answer in wire form; `bytes_moved` of a session comes from `moved`.
+    pub fn wire_status(&self, moved: impl Fn(SessionId) -> u64) -> WorkerStatus {
+        let status = self.status();
+        let events = lock(&self.events).clone();
+        WorkerStatus {
+            device_memory: status.device_memory,
+            resident_bytes: status.resident_bytes,
+            host_swap_budget: status.store.host_budget,
+            host_swap_bytes: status.store.host_used,
+            disk_swap_bytes: status.store.disk_used,
+            cold_swap_bytes: status.store.cold_bytes,
+            sessions: status
+                .sessions
+                .iter()
+                .map(|s| SessionUsage {
+                    session: s.session,
+                    state: s.state,
+                    resident_bytes: s.resident_bytes,
+                    swapped_bytes: s.swapped_bytes,
+                    idle_ms: u64::try_from(s.idle.as_millis()).unwrap_or(u64::MAX),
+                    bytes_moved: moved(s.session),
+                    swap_events: events.iter().filter(|e| e.session.0 == s.session.0).count()
+                        as u32,
+                })
+                .collect(),
+            recent_swaps: events
+                .iter()
+                .map(|e| SwapRecord {
+                    session: SessionId(e.session.0),
+                    from: place_state(e.from),
+                    to: place_state(e.to),
+                    bytes: e.bytes,
+                    duration_us: u64::try_from(e.duration.as_micros()).unwrap_or(u64::MAX),
+                })
+                .collect(),
+        }
+    }
+
     /// The swap state of one open session.
     pub fn session_state(&self, id: SessionId) -> Option<SwapState> {
         lock(&self.slots).get(&id.0).map(|slot| slot.place().state)
@@ -565,6 +606,13 @@ trait IntoSwapId {
 impl IntoSwapId for u64 {
     fn into_swap(self) -> gpufn_swap::SessionId {
         gpufn_swap::SessionId(self)
+    }
+}
+
+fn place_state(place: gpufn_swap::Place) -> SwapState {
+    match place {
+        gpufn_swap::Place::Device => SwapState::Hot,
+        gpufn_swap::Place::Tier(tier) => tier_state(tier),
     }
 }
 

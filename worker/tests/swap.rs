@@ -162,17 +162,25 @@ async fn an_idle_session_is_swapped_out_then_resumes_with_every_byte_and_runs_a_
     let (_, resident, swapped) = swap_state(&mut ctl, session).await;
     assert_eq!(resident, 0, "swapped-out memory is released");
     assert_eq!(swapped, 3 * bytes + 5 * MIB + 3);
-    let status = w.worker.swap_status();
+    let Reply::WorkerStatus(status) = ctl.call(Request::GetWorkerStatus, &[]).await.ok() else {
+        panic!("GetWorkerStatus answered something else")
+    };
     assert_eq!(
         status.resident_bytes, 0,
         "the device budget shows the memory free"
     );
-    assert!(
-        status
-            .recent_events
-            .iter()
-            .any(|e| e.kind == EventKind::SwapOut && e.bytes == swapped)
+    assert!(status.host_swap_bytes >= swapped);
+    let usage = status
+        .sessions
+        .iter()
+        .find(|s| s.session == session)
+        .unwrap();
+    assert_eq!(
+        (usage.state, usage.resident_bytes, usage.swapped_bytes),
+        (SwapState::Host, 0, swapped)
     );
+    assert!(status.recent_swaps.iter().any(|e| e.session == session
+        && (e.from, e.to, e.bytes) == (SwapState::Hot, SwapState::Host, swapped)));
 
     // The next call swaps the session in first, at the same addresses.
     let r = c.read(da, bytes).await;
