@@ -91,6 +91,23 @@ impl Worker {
         self.shared.swapper.status()
     }
 
+    /// [`Worker::swap_status`] as the control stream's `Reply::WorkerStatus` carries it.
+    pub fn worker_status(&self) -> gpufn_proto::message::WorkerStatus {
+        self.shared.swapper.wire_status(|session| {
+            self.shared
+                .sessions
+                .get(session.0)
+                .map_or(0, |c| c.bytes_moved.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Answers `GetSwapState`, `SwapOut` or `Prewarm` for any open session (for the
+    /// gateway's control stream). Blocks while the session swaps: call it from a blocking
+    /// thread.
+    pub fn swap_control(&self, request: &Request) -> Result<Reply, CallError> {
+        self.shared.swapper.control(request)
+    }
+
     pub fn device(&self) -> &dyn Device {
         &*self.shared.device
     }
@@ -314,14 +331,9 @@ impl Worker {
             };
             let result = match reader.request() {
                 Ok(Request::Ping) => Ok(Reply::Pong),
-                Ok(Request::GetWorkerStatus) => Ok(Reply::WorkerStatus(Box::new(
-                    self.shared.swapper.wire_status(|session| {
-                        self.shared
-                            .sessions
-                            .get(session.0)
-                            .map_or(0, |c| c.bytes_moved.load(Ordering::Relaxed))
-                    }),
-                ))),
+                Ok(Request::GetWorkerStatus) => {
+                    Ok(Reply::WorkerStatus(Box::new(self.worker_status())))
+                }
                 Ok(Request::EndSession { session }) => {
                     if self.end_session(session.0) {
                         Ok(Reply::Done)

@@ -25,6 +25,7 @@ use gpufn_proto::message::{
 use gpufn_swap::{Allocation, DeviceIo, DeviceIoError, SwapConfig, SwapEvent, SwapStore, Tier};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -113,6 +114,9 @@ pub struct Slot {
     session: Mutex<Session>,
     place: Mutex<Place>,
     last_request: Mutex<Instant>,
+    /// Device bytes the session holds, as of its last request or swap (read without waiting
+    /// for a running request).
+    resident: AtomicU64,
 }
 
 impl Slot {
@@ -215,6 +219,7 @@ impl Swapper {
                 swapped_bytes: 0,
             }),
             last_request: Mutex::new(Instant::now()),
+            resident: AtomicU64::new(0),
         });
         lock(&self.slots).insert(slot.id.0, slot.clone());
         slot
@@ -260,6 +265,10 @@ impl Swapper {
         let reply = match answer {
             Some(Ok(reply)) => session.answer(kind, reply),
             Some(Err(error)) => session.reject(id, kind, error),
+            // Ending or pinging a swapped-out session does not need its memory back.
+            None if matches!(request, Request::Detach | Request::Ping) => {
+                session.execute(id, kind, request, payload)
+            }
             None => match self.swap_in(slot, &mut session) {
                 Ok(()) => session.execute(id, kind, request, payload),
                 Err(error) => session.reject(id, kind, error),
@@ -270,6 +279,7 @@ impl Swapper {
             SwapState::Hot => session.used_memory(),
             _ => 0,
         };
+        slot.resident.store(resident, Ordering::Relaxed);
         (reply, session.is_detached(), resident)
     }
 
@@ -353,8 +363,8 @@ impl Swapper {
             .iter()
             .map(|slot| {
                 let place = slot.place();
-                let resident_bytes = match (place.state, slot.session.try_lock()) {
-                    (SwapState::Hot, Ok(s)) => s.used_memory(),
+                let resident_bytes = match place.state {
+                    SwapState::Hot => slot.resident.load(Ordering::Relaxed),
                     _ => 0,
                 };
                 SessionSwapStatus {
@@ -454,6 +464,7 @@ impl Swapper {
             }
         }
         self.release(bytes);
+        slot.resident.store(0, Ordering::Relaxed);
         slot.set_place(tier_state(receipt.tier), bytes);
         self.record(receipt.event);
         Ok(())
@@ -498,6 +509,7 @@ impl Swapper {
                 return Err(failure);
             }
         };
+        slot.resident.store(bytes, Ordering::Relaxed);
         slot.set_place(SwapState::Hot, 0);
         // A prewarmed session's call is on its way: it is not idle from now.
         *lock(&slot.last_request) = Instant::now();
