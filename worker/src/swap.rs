@@ -232,7 +232,7 @@ impl Swapper {
         let session = lock(&slot.session);
         if slot.place().state == SwapState::Hot {
             self.release(session.used_memory());
-        } else if let Err(e) = self.store.discard(slot.id.0.into_swap()) {
+        } else if let Err(e) = self.store.discard(swap_id(slot.id)) {
             tracing::warn!(session = slot.id.0, "could not discard swapped data: {e}");
         }
         (session.used_memory(), session.range())
@@ -299,11 +299,11 @@ impl Swapper {
 
     /// `Request::SwapOut` / `Prewarm` / `GetSwapState` from a control connection.
     pub fn control(&self, request: &Request) -> Result<Reply, CallError> {
-        let (id, op) = match request {
-            Request::GetSwapState { session } => (*session, 0),
-            Request::SwapOut { session } => (*session, 1),
-            Request::Prewarm { session } => (*session, 2),
-            _ => return Err(error(CuResult::ERROR_NOT_SUPPORTED, "not a swap request")),
+        let (Request::GetSwapState { session: id }
+        | Request::SwapOut { session: id }
+        | Request::Prewarm { session: id }) = request
+        else {
+            return Err(error(CuResult::ERROR_NOT_SUPPORTED, "not a swap request"));
         };
         let slot = lock(&self.slots).get(&id.0).cloned().ok_or_else(|| {
             error(
@@ -312,10 +312,10 @@ impl Swapper {
             )
         })?;
         let mut session = lock(&slot.session);
-        match op {
-            0 => Ok(self.swap_state(&slot, &session)),
-            1 => self.swap_out(&slot, &mut session).map(|()| Reply::Done),
-            _ => self.swap_in(&slot, &mut session).map(|()| Reply::Done),
+        match request {
+            Request::SwapOut { .. } => self.swap_out(&slot, &mut session).map(|()| Reply::Done),
+            Request::Prewarm { .. } => self.swap_in(&slot, &mut session).map(|()| Reply::Done),
+            _ => Ok(self.swap_state(&slot, &session)),
         }
     }
 
@@ -447,7 +447,7 @@ impl Swapper {
         let receipt =
             match self
                 .store
-                .swap_out(slot.id.0.into_swap(), &allocations, &mut SessionIo(memory))
+                .swap_out(swap_id(slot.id), &allocations, &mut SessionIo(memory))
             {
                 Ok(receipt) => receipt,
                 Err(e) => {
@@ -477,7 +477,7 @@ impl Swapper {
         if place.state == SwapState::Hot {
             return Ok(());
         }
-        let key = slot.id.0.into_swap();
+        let key = swap_id(slot.id);
         let allocations = self.store.allocations(key).map_err(|e| lost(slot, &e))?;
         let bytes: u64 = allocations.iter().map(|a| a.len).sum();
         self.reserve_except(slot.id, bytes)?;
@@ -611,14 +611,9 @@ impl DeviceIo for SessionIo<'_> {
     }
 }
 
-trait IntoSwapId {
-    fn into_swap(self) -> gpufn_swap::SessionId;
-}
-
-impl IntoSwapId for u64 {
-    fn into_swap(self) -> gpufn_swap::SessionId {
-        gpufn_swap::SessionId(self)
-    }
+/// The store's key for a session.
+fn swap_id(session: SessionId) -> gpufn_swap::SessionId {
+    gpufn_swap::SessionId(session.0)
 }
 
 fn place_state(place: gpufn_swap::Place) -> SwapState {
