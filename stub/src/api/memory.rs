@@ -162,9 +162,10 @@ pub fn copy_to_host(
     Ok(())
 }
 
-/// Device → host on a stream: sent without waiting; the bytes land in `dst` by the time a
-/// later synchronising call returns (as with CUDA, the program must synchronise before it
-/// reads them).
+/// Device → host on a stream. Into pinned (page-locked) memory it is sent without waiting:
+/// the bytes land in `dst` by the time a later synchronising call returns, and the program
+/// must synchronise before it reads them. Into pageable memory CUDA returns only once the
+/// copy is done (programs such as cudarc rely on that), so it waits.
 pub fn copy_to_host_async(
     dst: *mut c_void,
     src: u64,
@@ -176,6 +177,12 @@ pub fn copy_to_host_async(
     }
     if dst.is_null() {
         return Err(CuResult::ERROR_INVALID_VALUE);
+    }
+    let pinned = state::state()
+        .host_allocation(dst as usize)
+        .is_some_and(|(start, size, _)| dst as usize + len <= start + size);
+    if !pinned {
+        return copy_to_host(dst, src, len, stream);
     }
     let session = session()?;
     let mut offset = 0;
@@ -225,11 +232,18 @@ pub fn is_device_address(address: u64) -> bool {
         .is_some_and(|m| address >= m.base && address - m.base < m.size)
 }
 
-/// `cuMemcpy`: unified addressing decides the direction.
-fn copy_any(dst: u64, src: u64, len: usize, stream: Option<StreamId>) -> Result<(), CuResult> {
+/// `cuMemcpy` and `cuMemcpyAsync` (`asynchronous`): unified addressing decides the direction.
+fn copy_any(
+    dst: u64,
+    src: u64,
+    len: usize,
+    stream: Option<StreamId>,
+    asynchronous: bool,
+) -> Result<(), CuResult> {
     match (is_device_address(dst), is_device_address(src)) {
         (true, true) => copy_on_device(dst, src, len, stream),
         (true, false) => copy_to_device(dst, src as *const c_void, len, stream),
+        (false, true) if asynchronous => copy_to_host_async(dst as *mut c_void, src, len, stream),
         (false, true) => copy_to_host(dst as *mut c_void, src, len, stream),
         (false, false) => {
             // SAFETY: two host buffers of `len` bytes, as the program promises.
@@ -414,10 +428,10 @@ copy_exports! {
     cuMemcpyDtoD_v2_ptds(dst: u64, src: u64, n: usize) => copy_on_device(dst, src, n, None);
     cuMemcpyDtoDAsync_v2(dst: u64, src: u64, n: usize, s: usize) => copy_on_device(dst, src, n, stream_of(s));
     cuMemcpyDtoDAsync_v2_ptsz(dst: u64, src: u64, n: usize, s: usize) => copy_on_device(dst, src, n, stream_of(s));
-    cuMemcpy(dst: u64, src: u64, n: usize) => copy_any(dst, src, n, None);
-    cuMemcpy_ptds(dst: u64, src: u64, n: usize) => copy_any(dst, src, n, None);
-    cuMemcpyAsync(dst: u64, src: u64, n: usize, s: usize) => copy_any(dst, src, n, stream_of(s));
-    cuMemcpyAsync_ptsz(dst: u64, src: u64, n: usize, s: usize) => copy_any(dst, src, n, stream_of(s));
+    cuMemcpy(dst: u64, src: u64, n: usize) => copy_any(dst, src, n, None, false);
+    cuMemcpy_ptds(dst: u64, src: u64, n: usize) => copy_any(dst, src, n, None, false);
+    cuMemcpyAsync(dst: u64, src: u64, n: usize, s: usize) => copy_any(dst, src, n, stream_of(s), true);
+    cuMemcpyAsync_ptsz(dst: u64, src: u64, n: usize, s: usize) => copy_any(dst, src, n, stream_of(s), true);
     cuMemsetD8_v2(dst: u64, v: u8, n: usize) => memset(dst, v.into(), 1, n, None);
     cuMemsetD8_v2_ptds(dst: u64, v: u8, n: usize) => memset(dst, v.into(), 1, n, None);
     cuMemsetD16_v2(dst: u64, v: u16, n: usize) => memset(dst, v.into(), 2, n, None);
