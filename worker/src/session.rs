@@ -708,12 +708,19 @@ impl Session {
             self.remove_module_variables(module);
         }
         let loaded = self.memory.load_module(module, &image)?;
-        let variables: u64 = loaded.globals.iter().map(|g| g.size).sum();
+        // Variables in the session's range are its memory (counted, swapped). A GPU driver
+        // places module variables itself, outside the range: they stay with the loaded
+        // module, resident, and are not the session's allocations.
+        let range = self.space.range();
+        let in_range = |g: &&crate::device::GlobalDesc| {
+            g.size > 0 && g.address >= range.base && g.address - range.base < range.size
+        };
+        let variables: u64 = loaded.globals.iter().filter(in_range).map(|g| g.size).sum();
         if let Err(e) = self.gate.reserve(self.id, variables) {
             let _ = self.memory.unload_module(module);
             return Err(e);
         }
-        for g in loaded.globals.iter().filter(|g| g.size > 0) {
+        for g in loaded.globals.iter().filter(in_range) {
             if let Err(e) = self
                 .space
                 .insert_at(g.address, g.size, Owner::Module(module))

@@ -53,6 +53,22 @@ pub struct Launch<'a> {
     pub params: &'a [u8],
 }
 
+/// A live reading of a GPU (NVML); every figure the device does not report is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTelemetry {
+    pub name: Option<String>,
+    /// As NVML writes it: `GPU-xxxxxxxx-…`.
+    pub uuid: String,
+    pub memory_total: Option<u64>,
+    pub memory_used: Option<u64>,
+    pub gpu_utilization_percent: Option<u32>,
+    pub memory_utilization_percent: Option<u32>,
+    pub temperature_celsius: Option<u32>,
+    pub power_milliwatts: Option<u32>,
+    pub pcie_tx_kib_per_s: Option<u32>,
+    pub pcie_rx_kib_per_s: Option<u32>,
+}
+
 /// A device and what it tells programs about itself.
 pub trait Device: Send + Sync {
     /// The properties every session is shown; `total_memory` is replaced by the session's
@@ -67,6 +83,11 @@ pub trait Device: Send + Sync {
         quota: u64,
         worker_half: u64,
     ) -> Result<Box<dyn DeviceSession>, DeviceError>;
+
+    /// A live reading of the device for metrics, where the device has one (a GPU with NVML).
+    fn telemetry(&self) -> Option<DeviceTelemetry> {
+        None
+    }
 }
 
 /// One session's memory and modules on a device. Every call runs to completion before it
@@ -137,7 +158,7 @@ pub trait DeviceSession: Send {
 const COPY_CHUNK: u64 = 4 << 20;
 
 /// Picks the backend: a real GPU when asked for or (with `Auto`) when one is present and the
-/// cuda backend can serve it, else the CPU device.
+/// cuda backend can open it, else the CPU device (see [`cuda::decide`]).
 pub fn select(
     choice: BackendChoice,
     launch_threads: usize,
@@ -146,24 +167,27 @@ pub fn select(
         BackendChoice::Cpu => None,
         BackendChoice::Auto | BackendChoice::Cuda => Some(cuda::detect()),
     };
-    match (choice, detection) {
-        (BackendChoice::Cuda, Some(found)) => {
-            Err(WorkerError::CudaUnavailable(found.why_not_used()))
-        }
-        (BackendChoice::Auto, Some(found)) => {
-            match &found {
-                // Nothing to fix: this machine has no GPU.
-                cuda::Detection::NoDriver | cuda::Detection::NoDevice => {
-                    tracing::info!("no GPU in use: {}", found.why_not_used())
-                }
-                _ => tracing::warn!(
-                    "{}; serving sessions on the cpu device instead",
-                    found.why_not_used()
-                ),
+    let cpu = || -> Arc<dyn Device> { Arc::new(cpu::CpuDevice::new(launch_threads)) };
+    match cuda::decide(choice, detection.as_ref()) {
+        cuda::Decision::UseGpu => match cuda::CudaDevice::open(0) {
+            Ok(gpu) => Ok(Arc::new(gpu)),
+            Err(e) if choice == BackendChoice::Cuda => Err(WorkerError::CudaUnavailable(e)),
+            Err(e) => {
+                tracing::warn!(
+                    "the GPU could not be opened: {e}; serving sessions on the cpu device instead"
+                );
+                Ok(cpu())
             }
-            Ok(Arc::new(cpu::CpuDevice::new(launch_threads)))
+        },
+        cuda::Decision::UseCpu { reason, warn } => {
+            if warn {
+                tracing::warn!("{reason}; serving sessions on the cpu device instead");
+            } else if detection.is_some() {
+                tracing::info!("no GPU in use: {reason}; serving sessions on the cpu device");
+            }
+            Ok(cpu())
         }
-        _ => Ok(Arc::new(cpu::CpuDevice::new(launch_threads))),
+        cuda::Decision::Refuse(reason) => Err(WorkerError::CudaUnavailable(reason)),
     }
 }
 
