@@ -107,26 +107,28 @@ pub fn parse_duration(input: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("invalid duration {input:?}: too large"))
 }
 
+/// Parses a QoS level: `low`, `medium`, `high` or `critical`.
+pub fn parse_qos(input: &str) -> Result<gpufn_proto::message::Qos, String> {
+    use gpufn_proto::message::Qos;
+    match input.trim().to_ascii_lowercase().as_str() {
+        "low" => Ok(Qos::Low),
+        "medium" => Ok(Qos::Medium),
+        "high" => Ok(Qos::High),
+        "critical" => Ok(Qos::Critical),
+        other => Err(format!(
+            "unknown QoS {other:?}: use low, medium, high or critical"
+        )),
+    }
+}
+
 /// Parses `QOS=DURATION`, e.g. `low=2s`.
 pub fn parse_qos_timeout(
     input: &str,
 ) -> Result<(gpufn_proto::message::Qos, std::time::Duration), String> {
-    use gpufn_proto::message::Qos;
     let (qos, duration) = input
         .split_once('=')
         .ok_or_else(|| format!("invalid {input:?}: expected QOS=DURATION, e.g. low=2s"))?;
-    let qos = match qos.trim().to_ascii_lowercase().as_str() {
-        "low" => Qos::Low,
-        "medium" => Qos::Medium,
-        "high" => Qos::High,
-        "critical" => Qos::Critical,
-        other => {
-            return Err(format!(
-                "unknown QoS {other:?}: use low, medium, high or critical"
-            ));
-        }
-    };
-    Ok((qos, parse_duration(duration)?))
+    Ok((parse_qos(qos)?, parse_duration(duration)?))
 }
 
 #[cfg(test)]

@@ -30,6 +30,12 @@ pub struct TicketClaims {
     pub session: Option<u64>,
     pub tenant: String,
     pub vram_bytes: u64,
+    /// The session's QoS (absent in tickets of older gateways: medium).
+    #[serde(default)]
+    pub qos: String,
+    /// The session's own idle timeout (e.g. its function's), overriding the QoS's.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// Verifies tickets for one worker with the gateway's public key.

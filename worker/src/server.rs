@@ -15,11 +15,11 @@ use crate::device::{self, Device};
 use crate::error::WorkerError;
 use crate::gateway_client::{self, OpenSessions, SessionCounters, TicketVerifier};
 use crate::session::{CallReply, Session};
-use crate::swap::{MemoryGate, Slot, SwapStatus, Swapper};
+use crate::swap::{MemoryGate, SessionTerms, Slot, SwapStatus, Swapper};
 use gpufn_proto::frame::{FrameError, FrameKind, FrameReader, FrameWriter};
 use gpufn_proto::message::{
-    CallError, Channel, Credentials, Hello, MemoryRange, PROTOCOL_VERSION, Qos, Reply,
-    ReplyMessage, Request, Role, SessionId, Welcome,
+    CallError, Channel, Credentials, Hello, MemoryRange, PROTOCOL_VERSION, Reply, ReplyMessage,
+    Request, Role, SessionId, Welcome,
 };
 use gpufn_proto::transport::{
     Address, Connection, Listener, RecvStream, SendStream, ServerOptions,
@@ -184,19 +184,13 @@ impl Worker {
         if self.shared.idle_ticker_started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let settings = self.shared.swapper.settings();
-        let shortest = settings
-            .idle_timeout_by_qos
-            .values()
-            .copied()
-            .fold(settings.idle_timeout, std::cmp::min);
-        let period = (shortest / 4).clamp(
-            std::time::Duration::from_millis(20),
-            std::time::Duration::from_secs(1),
-        );
         let swapper = Arc::downgrade(&self.shared.swapper);
         tokio::spawn(async move {
             loop {
+                // Sessions with their own idle timeouts come and go: re-read it every time.
+                let Some(period) = swapper.upgrade().map(|s| s.tick_period()) else {
+                    return;
+                };
                 tokio::time::sleep(period).await;
                 let Some(swapper) = swapper.upgrade() else {
                     return;
@@ -266,8 +260,8 @@ impl Worker {
             }
             return;
         }
-        let session = match self.open_session(&hello) {
-            Ok(session) => session,
+        let (session, terms) = match self.open_session(&hello) {
+            Ok(opened) => opened,
             Err(error) => {
                 tracing::warn!(%peer, client = %hello.client, "refused session: {}", error.message);
                 let _ = refuse(&mut writer, id, error).await;
@@ -295,8 +289,7 @@ impl Worker {
             self.close_session(session);
             return;
         }
-        // The QoS comes from the session ticket once the gateway sends it.
-        let slot = self.shared.swapper.register(session, Qos::Medium);
+        let slot = self.shared.swapper.register(session, terms);
         self.run_session(slot, reader, writer, peer).await;
     }
 
@@ -387,7 +380,8 @@ impl Worker {
 
     /// The attach step: checks a stream's handshake and opens its session. The gateway
     /// issue replaces the credential check with ticket verification.
-    fn open_session(&self, hello: &Hello) -> Result<Session, CallError> {
+    /// Returns the session and, from its ticket, how it is treated when idle.
+    fn open_session(&self, hello: &Hello) -> Result<(Session, SessionTerms), CallError> {
         let ticket = match self.ticket_verifier() {
             Some(verifier) => {
                 check_handshake(hello)?;
@@ -429,7 +423,10 @@ impl Worker {
                     ),
                 )
             })?;
-        // With a gateway, the ticket names the session and its quota.
+        // With a gateway, the ticket names the session, its quota, QoS and idle timeout.
+        let terms = ticket.as_ref().map_or_else(SessionTerms::default, |t| {
+            SessionTerms::from_ticket(&t.qos, t.idle_timeout_ms)
+        });
         let (id, quota) = match &ticket {
             Some(t) => (SessionId(t.session.unwrap_or_default()), t.vram_bytes),
             None => (
@@ -448,7 +445,7 @@ impl Worker {
             Ok(session) => {
                 self.shared.open_sessions.fetch_add(1, Ordering::SeqCst);
                 self.shared.sessions.insert(id.0, session.cancel_flag());
-                Ok(session)
+                Ok((session, terms))
             }
             Err(e) => {
                 self.give_back_range(range);

@@ -9,7 +9,9 @@
 //!   are swapped out, lowest QoS first, then least recently used; if still nothing fits, the
 //!   allocation fails with `CUDA_ERROR_OUT_OF_MEMORY`.
 //! - A session whose requests stopped for its idle timeout is swapped out by [`Swapper::idle_tick`];
-//!   its next request, or a `Prewarm`, swaps it in first.
+//!   its next request, or a `Prewarm`, swaps it in first. The timeout is the session's own
+//!   (its ticket's, e.g. a function's) if it has one, else the worker's for its QoS
+//!   ([`SessionTerms`], [`SwapSettings::idle_timeout_for`]).
 //!
 //! Locking: a thread that holds one session's mutex only ever `try_lock`s another's, so two
 //! sessions evicting each other cannot deadlock; a busy session is simply not a victim.
@@ -40,9 +42,10 @@ pub struct SwapSettings {
     pub worker_id: String,
     /// Device memory all hot sessions together may hold.
     pub device_memory: u64,
-    /// A session with no request for this long is swapped out.
+    /// A session with no request for this long is swapped out (unless its QoS or its ticket
+    /// sets another timeout).
     pub idle_timeout: Duration,
-    /// Idle timeouts that differ by QoS.
+    /// Idle timeouts that differ by QoS (QoS levels not listed use `idle_timeout`).
     pub idle_timeout_by_qos: BTreeMap<Qos, Duration>,
     /// Host RAM for swapped-out sessions.
     pub host_budget: u64,
@@ -70,11 +73,23 @@ impl Default for SwapSettings {
 }
 
 impl SwapSettings {
-    fn idle_timeout(&self, qos: Qos) -> Duration {
+    /// The idle time after which a session with these terms is swapped out: its own timeout
+    /// if it has one, else the one configured for its QoS, else `idle_timeout`.
+    pub fn idle_timeout_for(&self, terms: SessionTerms) -> Duration {
+        terms.idle_timeout.unwrap_or_else(|| {
+            self.idle_timeout_by_qos
+                .get(&terms.qos)
+                .copied()
+                .unwrap_or(self.idle_timeout)
+        })
+    }
+
+    /// The shortest configured idle timeout of any QoS.
+    fn shortest_idle_timeout(&self) -> Duration {
         self.idle_timeout_by_qos
-            .get(&qos)
+            .values()
             .copied()
-            .unwrap_or(self.idle_timeout)
+            .fold(self.idle_timeout, Duration::min)
     }
 
     fn store_config(&self) -> Result<SwapConfig, gpufn_swap::SwapError> {
@@ -89,6 +104,44 @@ impl SwapSettings {
         }
         Ok(config)
     }
+}
+
+/// How the worker treats a session when it is idle and when memory is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionTerms {
+    /// Rank when device memory is reclaimed (lowest first) and which configured idle timeout
+    /// applies.
+    pub qos: Qos,
+    /// The session's own idle timeout, overriding its QoS's.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl SessionTerms {
+    /// From a gateway ticket's `qos` and `idle_timeout_ms` claims. A QoS this worker does not
+    /// know (a newer gateway's, or none) counts as medium.
+    pub fn from_ticket(qos: &str, idle_timeout_ms: Option<u64>) -> SessionTerms {
+        let qos = crate::config::parse_qos(qos).unwrap_or_else(|_| {
+            if !qos.is_empty() {
+                tracing::warn!(
+                    qos,
+                    "unknown QoS in a session ticket; treating it as medium"
+                );
+            }
+            Qos::Medium
+        });
+        SessionTerms {
+            qos,
+            idle_timeout: idle_timeout_ms.map(Duration::from_millis),
+        }
+    }
+}
+
+/// The order in which idle sessions are evicted for device memory: lowest QoS first, then
+/// the longest idle. `candidates` are (QoS, idle time); returns their indices.
+pub fn eviction_order(candidates: &[(Qos, Duration)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by_key(|&i| (candidates[i].0, std::cmp::Reverse(candidates[i].1)));
+    order
 }
 
 /// Admits device memory into the worker's budget (see [`Swapper`]).
@@ -111,6 +164,8 @@ struct Place {
 pub struct Slot {
     id: SessionId,
     qos: Qos,
+    /// Idle this long, the session is swapped out.
+    idle_timeout: Duration,
     session: Mutex<Session>,
     place: Mutex<Place>,
     last_request: Mutex<Instant>,
@@ -144,6 +199,9 @@ impl Slot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSwapStatus {
     pub session: SessionId,
+    pub qos: Qos,
+    /// Idle this long, the session is swapped out.
+    pub idle_timeout: Duration,
     pub state: SwapState,
     pub resident_bytes: u64,
     pub swapped_bytes: u64,
@@ -209,10 +267,11 @@ impl Swapper {
     }
 
     /// Registers an opened session (hot, its memory already admitted).
-    pub fn register(&self, session: Session, qos: Qos) -> Arc<Slot> {
+    pub fn register(&self, session: Session, terms: SessionTerms) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             id: session.id(),
-            qos,
+            qos: terms.qos,
+            idle_timeout: self.settings.idle_timeout_for(terms),
             session: Mutex::new(session),
             place: Mutex::new(Place {
                 state: SwapState::Hot,
@@ -319,14 +378,23 @@ impl Swapper {
         }
     }
 
+    /// How often [`Swapper::idle_tick`] should run: a quarter of the shortest idle timeout
+    /// configured or held by an open session, between 20 ms and 1 s.
+    pub fn tick_period(&self) -> Duration {
+        let shortest = self
+            .snapshot()
+            .iter()
+            .map(|slot| slot.idle_timeout)
+            .fold(self.settings.shortest_idle_timeout(), Duration::min);
+        (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+
     /// Swaps out every hot session idle past its timeout, then lets the store demote
     /// swapped sessions between tiers. Blocks; run it on a blocking thread.
     pub fn idle_tick(&self) {
         let now = Instant::now();
         for slot in self.snapshot() {
-            if slot.place().state != SwapState::Hot
-                || slot.idle_for(now) < self.settings.idle_timeout(slot.qos)
-            {
+            if slot.place().state != SwapState::Hot || slot.idle_for(now) < slot.idle_timeout {
                 continue;
             }
             // A session running a request is not idle.
@@ -369,6 +437,8 @@ impl Swapper {
                 };
                 SessionSwapStatus {
                     session: slot.id,
+                    qos: slot.qos,
+                    idle_timeout: slot.idle_timeout,
                     state: place.state,
                     resident_bytes,
                     swapped_bytes: place.swapped_bytes,
@@ -561,21 +631,20 @@ impl Swapper {
     /// used); false if there is none.
     fn evict_one(&self, requester: SessionId) -> bool {
         let now = Instant::now();
-        let mut candidates: Vec<(Qos, std::cmp::Reverse<Duration>, Arc<Slot>)> = self
+        let hot: Vec<Arc<Slot>> = self
             .snapshot()
             .into_iter()
             .filter(|s| s.id != requester && s.place().state == SwapState::Hot)
-            .map(|s| (s.qos, std::cmp::Reverse(s.idle_for(now)), s))
             .collect();
-        candidates.sort_by_key(|c| (c.0, c.1));
-        for (_, _, slot) in candidates {
+        let ranks: Vec<(Qos, Duration)> = hot.iter().map(|s| (s.qos, s.idle_for(now))).collect();
+        for slot in eviction_order(&ranks).into_iter().map(|i| &hot[i]) {
             let Ok(mut session) = slot.session.try_lock() else {
                 continue;
             };
             if session.used_memory() == 0 {
                 continue;
             }
-            match self.swap_out(&slot, &mut session) {
+            match self.swap_out(slot, &mut session) {
                 Ok(()) => {
                     tracing::info!(session = slot.id.0, "evicted for device memory");
                     return true;
@@ -650,4 +719,79 @@ fn error(code: CuResult, message: impl Into<String>) -> CallError {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> SwapSettings {
+        SwapSettings {
+            idle_timeout: Duration::from_secs(10),
+            idle_timeout_by_qos: [(Qos::Low, Duration::from_secs(2))].into(),
+            ..SwapSettings::default()
+        }
+    }
+
+    fn terms(qos: Qos, idle_timeout: Option<Duration>) -> SessionTerms {
+        SessionTerms { qos, idle_timeout }
+    }
+
+    #[test]
+    fn a_session_idles_for_its_own_timeout_else_its_qos_else_the_default() {
+        let s = settings();
+        assert_eq!(
+            s.idle_timeout_for(terms(Qos::Low, None)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            s.idle_timeout_for(terms(Qos::High, None)),
+            Duration::from_secs(10)
+        );
+        let own = Some(Duration::from_millis(1500));
+        assert_eq!(
+            s.idle_timeout_for(terms(Qos::Low, own)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            s.idle_timeout_for(terms(Qos::Critical, own)),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn ticket_claims_become_terms_and_unknown_qos_is_medium() {
+        assert_eq!(
+            SessionTerms::from_ticket("critical", Some(250)),
+            terms(Qos::Critical, Some(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            SessionTerms::from_ticket("low", None),
+            terms(Qos::Low, None)
+        );
+        // Tickets of older gateways (no QoS) and of newer ones (a QoS not known here).
+        assert_eq!(
+            SessionTerms::from_ticket("", None),
+            terms(Qos::Medium, None)
+        );
+        assert_eq!(
+            SessionTerms::from_ticket("urgent", None),
+            terms(Qos::Medium, None)
+        );
+    }
+
+    #[test]
+    fn eviction_takes_the_lowest_qos_first_then_the_longest_idle() {
+        let secs = Duration::from_secs;
+        let candidates = [
+            (Qos::High, secs(100)),
+            (Qos::Low, secs(1)),
+            (Qos::Medium, secs(50)),
+            (Qos::Low, secs(30)),
+            (Qos::Critical, secs(500)),
+            (Qos::Medium, secs(60)),
+        ];
+        assert_eq!(eviction_order(&candidates), vec![3, 1, 5, 2, 0, 4]);
+        assert!(eviction_order(&[]).is_empty());
+    }
 }
