@@ -9,6 +9,7 @@ use clap::Args;
 use gpufn_gateway::auth::Scope;
 use gpufn_gateway::config::{InfluxConfig, KeyAlgorithm, PublicKeyConfig};
 use gpufn_gateway::{GatewayConfig, RunningGateway};
+use gpufn_worker::config::parse_duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct GatewayArgs {
@@ -37,6 +38,14 @@ pub struct GatewayArgs {
     /// A worker missing heartbeats this long (milliseconds) is removed and its sessions fail.
     #[arg(long, default_value_t = 15_000)]
     pub lease_ms: u64,
+    /// The gateway swaps out a session with no call for this long (e.g. 10s, 2m); workers
+    /// also swap on their own --idle-timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A session idle at least this long may be swapped out for a higher-QoS session that
+    /// needs its memory.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub reclaim_min_idle: Duration,
     /// Push usage and scheduling events as InfluxDB line protocol to this URL
     /// (e.g. http://127.0.0.1:8086).
     #[arg(long)]
@@ -68,6 +77,8 @@ impl GatewayArgs {
         }
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms.max(10));
         c.pool.lease_timeout = Duration::from_millis(self.lease_ms.max(self.heartbeat_ms * 2));
+        c.pool.idle_timeout = gpufn_pool::PerQos::uniform(Some(self.idle_timeout));
+        c.pool.reclaim_min_idle = self.reclaim_min_idle;
         c.influx = self.influx_url.as_ref().map(|url| InfluxConfig {
             url: url.clone(),
             database: self.influx_db.clone(),

@@ -73,6 +73,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         jwt_public_keys: Vec::new(),
         heartbeat_ms: 2000,
         lease_ms: 15_000,
+        idle_timeout: Duration::from_secs(10),
+        reclaim_min_idle: Duration::from_secs(1),
         influx_url: None,
         influx_db: "gpufn".into(),
     }

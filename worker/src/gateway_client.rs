@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use gpufn_proto::frame::{FrameKind, FrameLimits, FrameReader, FrameWriter};
 use gpufn_proto::message::{
     Channel, Credentials, DeviceInventory, DeviceUsage, Hello, Role, SessionId, SessionUsage,
-    SwapState, Welcome,
+    SwapState, Welcome, WorkerStatus,
 };
 use gpufn_proto::transport::{Address, ClientOptions, RecvStream, SendStream, connect};
 use gpufn_proto::{CallError, CuResult, PROTOCOL_VERSION, Reply, ReplyMessage, Request};
@@ -153,7 +153,8 @@ impl OpenSessions {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The heartbeat's view of every open session.
+    /// The heartbeat's view of every open session (swap state and bytes are filled in from
+    /// the swapper by the heartbeat).
     pub fn usage(&self) -> Vec<SessionUsage> {
         let now = self.now_ms();
         let mut map = self.lock();
@@ -197,28 +198,19 @@ pub struct GatewayOptions {
     pub worker_id: String,
     /// Where stubs reach this worker.
     pub data_address: String,
-    /// Device memory to offer the pool; `None`: what the device reports (for the `cpu`
-    /// device, which reports none, half the host's memory).
+    /// Device memory to offer the pool; `None`: the worker's device memory budget (capped by
+    /// what the device reports).
     pub device_memory: Option<u64>,
 }
 
-/// The memory a device offers the pool.
-fn offered_memory(reported: u64, configured: Option<u64>) -> u64 {
-    if let Some(bytes) = configured {
-        return bytes;
+/// The memory a device offers the pool: the configured amount, else the worker's device
+/// memory budget (what its sessions may hold at once), capped by what the device reports.
+fn offered_memory(reported: u64, configured: Option<u64>, budget: u64) -> u64 {
+    match (configured, reported) {
+        (Some(bytes), _) => bytes,
+        (None, 0) => budget,
+        (None, reported) => reported.min(budget),
     }
-    if reported > 0 {
-        return reported;
-    }
-    let host = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(32 << 30);
-    host / 2
 }
 
 /// Registers `worker` with its gateway and heartbeats until the returned task is dropped or
@@ -255,6 +247,32 @@ struct Link {
     reader: FrameReader<RecvStream>,
     next_id: u64,
     interval: Duration,
+    /// Swap events last reported per session (heartbeats report a cumulative count).
+    swap_events: BTreeMap<u64, u32>,
+}
+
+/// Puts each session's swap state and bytes from the worker's swap status into its
+/// heartbeat report. `reported` keeps the swap-event counts reported before, so the count
+/// never goes down when the worker's list of recent swaps drops old ones.
+fn with_swap_state(
+    sessions: &mut [SessionUsage],
+    status: &WorkerStatus,
+    reported: &mut BTreeMap<u64, u32>,
+) {
+    for usage in sessions.iter_mut() {
+        if let Some(swap) = status.sessions.iter().find(|s| s.session == usage.session) {
+            usage.state = swap.state;
+            usage.resident_bytes = swap.resident_bytes;
+            usage.swapped_bytes = swap.swapped_bytes;
+            usage.swap_events = swap.swap_events;
+        }
+        let before = reported.get(&usage.session.0).copied().unwrap_or(0);
+        usage.swap_events = usage.swap_events.max(before);
+    }
+    reported.retain(|id, _| sessions.iter().any(|s| s.session.0 == *id));
+    for usage in sessions.iter() {
+        reported.insert(usage.session.0, usage.swap_events);
+    }
 }
 
 impl Link {
@@ -269,6 +287,7 @@ impl Link {
             reader: FrameReader::new(recv, FrameLimits::default()),
             next_id: 1,
             interval: Duration::from_secs(2),
+            swap_events: BTreeMap::new(),
         };
         link.call(&Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -288,7 +307,11 @@ impl Link {
             index: 0,
             name: properties.name.clone(),
             uuid: properties.uuid,
-            total_memory: offered_memory(properties.total_memory, options.device_memory),
+            total_memory: offered_memory(
+                properties.total_memory,
+                options.device_memory,
+                worker.swap_status().device_memory,
+            ),
             compute_capability: compute_capability(properties),
             backend: properties.backend,
             attributes: properties.attributes.clone(),
@@ -319,7 +342,11 @@ impl Link {
     }
 
     async fn heartbeat(&mut self, worker: &Worker, options: &GatewayOptions) -> Result<(), String> {
-        let sessions = worker.open_session_usage();
+        // Status first: a session that closes in between is reported with its final
+        // counters from the open-session list alone.
+        let status = worker.worker_status();
+        let mut sessions = worker.open_session_usage();
+        with_swap_state(&mut sessions, &status, &mut self.swap_events);
         let used = sessions.iter().map(|s| s.resident_bytes).sum();
         self.call(&Request::Heartbeat {
             worker_id: options.worker_id.clone(),
@@ -370,7 +397,8 @@ fn compute_capability(p: &gpufn_proto::message::DeviceProperties) -> (u32, u32) 
 }
 
 /// Serves a stream the gateway opened (`Hello { role: Gateway }`, already verified):
-/// `EndSession` stops a session; swap calls are refused until the worker swaps.
+/// `EndSession` stops a session; `SwapOut`, `Prewarm` and `GetSwapState` go to the worker's
+/// swapper; `GetWorkerStatus` answers every session's swap state and the tiers' usage.
 pub async fn serve_control(
     worker: &Worker,
     hello_id: u64,
@@ -402,29 +430,150 @@ pub async fn serve_control(
             _ => return,
         };
         let result = match reader.request() {
-            Ok(Request::EndSession { session }) => {
-                if worker.end_session(session.0) {
-                    Ok(Reply::Done)
-                } else {
-                    Err(CallError {
-                        code: CuResult::ERROR_INVALID_VALUE,
-                        message: format!("session {} is not open on this worker", session.0),
-                    })
-                }
-            }
-            Ok(Request::Ping) => Ok(Reply::Pong),
-            Ok(other) => Err(CallError {
-                code: CuResult::ERROR_NOT_SUPPORTED,
-                message: format!(
-                    "this worker does not handle {:?} from the gateway yet (swap is not wired into the worker)",
-                    std::mem::discriminant(&other)
-                ),
-            }),
+            Ok(request) => control_call(worker, request).await,
             Err(e) => Err(CallError {
                 code: CuResult::ERROR_INVALID_VALUE,
                 message: format!("undecodable request: {e}"),
             }),
         };
         next = Some((header.id, result));
+    }
+}
+
+/// Answers one control call of the gateway.
+async fn control_call(worker: &Worker, request: Request) -> Result<Reply, CallError> {
+    match request {
+        Request::EndSession { session } => {
+            if worker.end_session(session.0) {
+                Ok(Reply::Done)
+            } else {
+                Err(CallError {
+                    code: CuResult::ERROR_INVALID_VALUE,
+                    message: format!("session {} is not open on this worker", session.0),
+                })
+            }
+        }
+        Request::Ping => Ok(Reply::Pong),
+        Request::GetWorkerStatus => Ok(Reply::WorkerStatus(Box::new(worker.worker_status()))),
+        request @ (Request::SwapOut { .. }
+        | Request::Prewarm { .. }
+        | Request::GetSwapState { .. }) => {
+            // Swapping copies the session's memory and waits for a running request: keep it
+            // off the async threads.
+            let worker = worker.clone();
+            tokio::task::spawn_blocking(move || worker.swap_control(&request))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(CallError {
+                        code: CuResult::ERROR_UNKNOWN,
+                        message: format!("the swap failed inside the worker: {e}"),
+                    })
+                })
+        }
+        other => Err(CallError {
+            code: CuResult::ERROR_NOT_SUPPORTED,
+            message: format!(
+                "a gateway control stream takes Ping, GetWorkerStatus, GetSwapState, SwapOut, \
+                 Prewarm and EndSession, not {}",
+                request_name(&other)
+            ),
+        }),
+    }
+}
+
+/// The variant name of a request, for messages (without its possibly large payload).
+fn request_name(request: &Request) -> String {
+    let text = format!("{request:?}");
+    let end = text.find([' ', '(', '{']).unwrap_or(text.len());
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(id: u64, state: SwapState, resident: u64, swap_events: u32) -> SessionUsage {
+        SessionUsage {
+            session: SessionId(id),
+            state,
+            resident_bytes: resident,
+            swapped_bytes: 0,
+            idle_ms: 5,
+            bytes_moved: 100,
+            swap_events,
+        }
+    }
+
+    fn status(sessions: Vec<SessionUsage>) -> WorkerStatus {
+        WorkerStatus {
+            device_memory: 1 << 30,
+            resident_bytes: 0,
+            host_swap_budget: 0,
+            host_swap_bytes: 0,
+            disk_swap_bytes: 0,
+            cold_swap_bytes: 0,
+            sessions,
+            recent_swaps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn heartbeats_report_the_swap_state_and_bytes_of_each_session() {
+        let mut sessions = vec![
+            usage(1, SwapState::Hot, 64 << 20, 0),
+            usage(2, SwapState::Hot, 8 << 20, 0),
+        ];
+        let mut swapped = usage(1, SwapState::Disk, 0, 1);
+        swapped.swapped_bytes = 64 << 20;
+        let mut reported = BTreeMap::new();
+        with_swap_state(
+            &mut sessions,
+            &status(vec![swapped, usage(2, SwapState::Hot, 8 << 20, 0)]),
+            &mut reported,
+        );
+        assert_eq!(sessions[0].state, SwapState::Disk);
+        assert_eq!(
+            (sessions[0].resident_bytes, sessions[0].swapped_bytes),
+            (0, 64 << 20)
+        );
+        assert_eq!(sessions[0].swap_events, 1);
+        // The worker's own counters (bytes moved, idle time) are kept.
+        assert_eq!((sessions[0].bytes_moved, sessions[0].idle_ms), (100, 5));
+        assert_eq!(sessions[1].state, SwapState::Hot);
+    }
+
+    #[test]
+    fn swap_event_counts_never_go_down_and_closed_sessions_are_forgotten() {
+        let mut reported = BTreeMap::new();
+        let mut first = vec![usage(1, SwapState::Hot, 0, 0)];
+        with_swap_state(
+            &mut first,
+            &status(vec![usage(1, SwapState::Hot, 0, 4)]),
+            &mut reported,
+        );
+        assert_eq!(first[0].swap_events, 4);
+        // The recent-swaps list dropped some of the session's events.
+        let mut second = vec![usage(1, SwapState::Hot, 0, 0)];
+        with_swap_state(
+            &mut second,
+            &status(vec![usage(1, SwapState::Hot, 0, 1)]),
+            &mut reported,
+        );
+        assert_eq!(second[0].swap_events, 4);
+        // A session that closed (absent from the swap status) keeps its last count once more,
+        // then is forgotten.
+        let mut closing = vec![usage(1, SwapState::Hot, 0, 0)];
+        with_swap_state(&mut closing, &status(Vec::new()), &mut reported);
+        assert_eq!(closing[0].swap_events, 4);
+        with_swap_state(&mut [], &status(Vec::new()), &mut reported);
+        assert!(reported.is_empty());
+    }
+
+    #[test]
+    fn a_worker_offers_its_device_memory_budget_unless_told_otherwise() {
+        assert_eq!(offered_memory(0, None, 8 << 30), 8 << 30);
+        assert_eq!(offered_memory(4 << 30, None, 8 << 30), 4 << 30);
+        assert_eq!(offered_memory(80 << 30, None, 8 << 30), 8 << 30);
+        assert_eq!(offered_memory(80 << 30, Some(1 << 30), 8 << 30), 1 << 30);
     }
 }
