@@ -38,6 +38,14 @@ enum Command {
     /// Start a gateway and one local worker (a GPU if present, else the CPU): the first
     /// command to try.
     Up(cli::up::UpArgs),
+    /// Deploy (or redeploy) a function from its function.toml and artifact.
+    Deploy(cli::functions::DeployArgs),
+    /// Invoke a function; its answer goes to stdout.
+    Invoke(cli::functions::InvokeArgs),
+    /// List your deployed functions with their instances.
+    Functions(cli::functions::ListArgs),
+    /// Show what a function's instances wrote to stdout and stderr.
+    Logs(cli::functions::LogsArgs),
 }
 
 #[derive(Subcommand)]
@@ -120,6 +128,10 @@ fn main() -> anyhow::Result<()> {
         Command::Token(command) => cli::token::run(command),
         Command::Status(args) => cli::status::run(args),
         Command::Up(args) => cli::up::run(args),
+        Command::Deploy(args) => cli::functions::deploy(args),
+        Command::Invoke(args) => std::process::exit(cli::functions::invoke(args)?),
+        Command::Functions(args) => cli::functions::list(args),
+        Command::Logs(args) => cli::functions::logs(args),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct GatewayConfig {
     pub influx: Option<InfluxConfig>,
     /// How often the pool's time-driven decisions run and usage is metered.
     pub tick_interval: Duration,
+    /// How functions are run (the stub's folder).
+    pub functions: crate::functions::FunctionsConfig,
 }
 
 impl GatewayConfig {
@@ -46,6 +48,7 @@ impl GatewayConfig {
             limits: HttpLimits::default(),
             influx: None,
             tick_interval: Duration::from_secs(1),
+            functions: Default::default(),
         }
     }
 }

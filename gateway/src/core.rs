@@ -77,6 +77,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub influx: InfluxBuffer,
     pub rate: TenantRateLimiter,
+    /// Deployed functions and their instances.
+    pub functions: crate::functions::Functions,
     links: WorkerLinks,
     started: Instant,
     core: Mutex<Core>,
@@ -119,6 +121,7 @@ impl Gateway {
                 config.limits.tenant_rate_per_second,
                 config.limits.tenant_burst,
             ),
+            functions: crate::functions::Functions::new(&config.data_dir, &config.functions),
             links: WorkerLinks::default(),
             started: Instant::now(),
             core: Mutex::new(Core {
@@ -544,6 +547,52 @@ impl Gateway {
                 .await
         });
         Ok(())
+    }
+
+    /// A session's program is gone (a function instance exited): forget it now rather than
+    /// at the worker's next heartbeat. Nothing is sent to the worker, which saw it close.
+    pub fn session_closed(self: &Arc<Self>, id: u64, reason: &str) {
+        let live = self.core().live.contains_key(&id);
+        if live {
+            self.end_session_internal(id, reason);
+        }
+    }
+
+    /// Brings a swapped-out session's memory back before its next call (a request for its
+    /// function arrived). Returns how long the swap-in took, or `None` when the session was
+    /// not swapped out (or is unknown). Waits for the worker.
+    pub async fn prewarm_session(self: &Arc<Self>, id: u64) -> Option<Duration> {
+        let started = Instant::now();
+        let sid = gpufn_pool::SessionId(id);
+        let (worker, device_ready, commands, waiter) = {
+            let mut core = self.core();
+            let worker = core.live.get(&id)?.worker.clone();
+            let (ready, commands) = match core.pool.request_swap_in(sid, self.now()) {
+                Ok(SwapInDecision::Granted { ready, commands }) => (ready, commands),
+                _ => return None,
+            };
+            let waiter = (!ready).then(|| {
+                let (tx, rx) = oneshot::channel();
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, tx);
+                rx
+            });
+            (worker, ready, commands, waiter)
+        };
+        self.scheduling_event("swap_in", "prewarm", &worker, Some(id), None);
+        self.apply(commands);
+        if !device_ready && let Some(rx) = waiter {
+            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+        }
+        let request = gpufn_proto::Request::Prewarm {
+            session: gpufn_proto::message::SessionId(id),
+        };
+        if self.links.call(self, &worker, request).await {
+            let _ = self.core().pool.session_swapped_in(sid, self.now());
+        }
+        Some(started.elapsed())
     }
 
     fn end_session_internal(self: &Arc<Self>, id: u64, reason: &str) {

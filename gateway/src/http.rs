@@ -15,6 +15,7 @@
 //! | `GET /v1/tenants` | admin | tenants and quotas |
 //! | `GET/PUT/DELETE /v1/tenants/{name}` | admin (GET: own too) | one tenant's quota |
 //! | `POST /v1/tokens` | admin | mint a token `{tenant, scopes, ttl_seconds}` |
+//! | `/v1/functions…` | deploy, invoke | deploy, list, get, delete, invoke, logs: see `functions::api` |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -214,8 +215,15 @@ async fn route(
         return ("rate_limited", Err(e));
     }
     let q = Query::parse(&query);
+    // Function deploys carry the program and invocations carry the function's input.
+    let functions_route = segments.get(1) == Some(&"functions");
+    let body_limit = match functions_route {
+        true => crate::functions::MAX_BODY_BYTES.max(gateway.config.limits.max_body_bytes),
+        false => gateway.config.limits.max_body_bytes,
+    };
+    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
     let body = if matches!(method, Method::POST | Method::PUT) {
-        match read_body(req, gateway.config.limits.max_body_bytes).await {
+        match read_body(req, body_limit).await {
             Ok(b) => b,
             Err(e) => return ("body", Err(e)),
         }
@@ -235,6 +243,16 @@ async fn route(
         (&Method::PUT, ["tenants", name]) => ("tenant_put", put_tenant(gateway, p, name, &body)),
         (&Method::DELETE, ["tenants", name]) => ("tenant_delete", delete_tenant(gateway, p, name)),
         (&Method::POST, ["tokens"]) => ("tokens", mint_token(gateway, p, &body)),
+        (_, ["functions", rest @ ..]) => {
+            let incoming = crate::functions::api::Incoming {
+                method: &method,
+                rest,
+                query: &query,
+                content_type,
+                body,
+            };
+            crate::functions::api::route(gateway, p, incoming).await
+        }
         _ => (
             "unknown",
             Err(ApiError::new(

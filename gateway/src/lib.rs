@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod error;
+pub mod functions;
 pub mod http;
 pub mod influx;
 pub mod manifest;
@@ -101,6 +102,14 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         loop {
             interval.tick().await;
             ticker.tick();
+        }
+    }));
+    let functions = gateway.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            interval.tick().await;
+            functions.functions.tick(&functions);
         }
     }));
     if let Some(influx) = gateway.config.influx.clone() {

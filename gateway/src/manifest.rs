@@ -31,6 +31,12 @@
 //! gpu_idle_timeout = "10s"    # idle this long: device memory is swapped out
 //! instance_idle_timeout = "5m"  # idle this long: the instance stops (scale to zero)
 //! prewarm = "on-request"      # on-deploy | on-request | never
+//!
+//! [limits]
+//! timeout = "30s"             # one request, start to answer; longer is answered 504
+//! startup_timeout = "60s"     # http: start until health_path answers 200
+//! queue = 32                  # requests waiting for a free instance; more are answered 429
+//! memory = "8GiB"             # optional: address-space limit of each instance process
 //! ```
 
 use std::collections::BTreeMap;
@@ -60,6 +66,20 @@ pub struct FunctionManifest {
     pub resources: Resources,
     pub protocol: Protocol,
     pub scaling: Scaling,
+    pub limits: Limits,
+}
+
+/// Per-request and per-process limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest one request may take once it has an instance (exec: the whole process).
+    pub timeout: Duration,
+    /// Longest an `http` instance may take to answer its health check after it starts.
+    pub startup_timeout: Duration,
+    /// Requests that may wait for a free instance; more are refused with 429.
+    pub queue: u32,
+    /// Address-space limit (`RLIMIT_AS`) of each instance process, in bytes.
+    pub memory: Option<u64>,
 }
 
 /// Where the function's program comes from, pinned by content hash.
@@ -151,6 +171,9 @@ pub mod defaults {
     pub const GPU_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const INSTANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
     pub const HEALTH_PATH: &str = "/healthz";
+    pub const TIMEOUT: Duration = Duration::from_secs(30);
+    pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const QUEUE: u32 = 32;
 }
 
 /// Upper bounds that catch typos (an extra zero) rather than limit real use.
@@ -158,6 +181,9 @@ pub mod limits {
     pub const NAME_LEN: usize = 63;
     pub const MAX_INSTANCES: i64 = 1024;
     pub const CONCURRENCY: i64 = 1024;
+    pub const QUEUE: i64 = 100_000;
+    /// Smallest `limits.memory`: less cannot even load the stub.
+    pub const MIN_MEMORY: u64 = 64 << 20;
 }
 
 /// Why a manifest was refused.
@@ -231,6 +257,17 @@ struct RawManifest {
     protocol: RawProtocol,
     #[serde(default)]
     scaling: RawScaling,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout: Option<String>,
+    startup_timeout: Option<String>,
+    queue: Option<i64>,
+    memory: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +327,7 @@ fn validate(raw: RawManifest, problems: &mut Problems) -> FunctionManifest {
     let artifact = raw.artifact.and_then(|a| validate_artifact(a, problems));
     let resources = validate_resources(raw.resources, problems);
     let scaling = validate_scaling(raw.scaling, &protocol, problems);
+    let limits = validate_limits(raw.limits, problems);
     FunctionManifest {
         name: raw.name,
         description: raw.description,
@@ -300,6 +338,7 @@ fn validate(raw: RawManifest, problems: &mut Problems) -> FunctionManifest {
         resources,
         protocol,
         scaling,
+        limits,
     }
 }
 
@@ -654,6 +693,49 @@ fn validate_scaling(raw: RawScaling, protocol: &Protocol, problems: &mut Problem
         gpu_idle_timeout,
         instance_idle_timeout,
         prewarm,
+    }
+}
+
+fn validate_limits(raw: RawLimits, problems: &mut Problems) -> Limits {
+    let timeout = duration(raw.timeout, "limits.timeout", defaults::TIMEOUT, problems);
+    let startup_timeout = duration(
+        raw.startup_timeout,
+        "limits.startup_timeout",
+        defaults::STARTUP_TIMEOUT,
+        problems,
+    );
+    let queue = count(
+        raw.queue,
+        "limits.queue",
+        defaults::QUEUE,
+        0,
+        limits::QUEUE,
+        problems,
+    );
+    let memory = raw.memory.and_then(|text| match parse_size(&text) {
+        Ok(bytes) if bytes >= limits::MIN_MEMORY => Some(bytes),
+        Ok(_) => {
+            problems.add(
+                "limits.memory",
+                format!("{text:?} is below 64MiB, too little to load the program and the stub"),
+                "give the process's address-space limit, e.g. \"8GiB\", or remove it for no limit",
+            );
+            None
+        }
+        Err(reason) => {
+            problems.add(
+                "limits.memory",
+                reason,
+                "write a size like \"512MiB\" or \"8GiB\"",
+            );
+            None
+        }
+    });
+    Limits {
+        timeout,
+        startup_timeout,
+        queue,
+        memory,
     }
 }
 

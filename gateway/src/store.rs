@@ -137,6 +137,15 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (session, bucket_start_s)
 );
 CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, bucket_start_s);
+CREATE TABLE IF NOT EXISTS functions (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    artifact_sha256 TEXT,
+    version INTEGER NOT NULL,
+    deployed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
 ";
 
 impl Store {
@@ -152,7 +161,8 @@ impl Store {
         })
     }
 
-    fn with<T>(
+    /// Runs `f` on the connection (`functions::registry` keeps its queries next to its types).
+    pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {

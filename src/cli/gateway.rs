@@ -84,6 +84,10 @@ impl GatewayArgs {
             database: self.influx_db.clone(),
             interval: Duration::from_secs(5),
         });
+        // Functions run with the stub built next to gpufn; without it they are refused.
+        c.functions.stub_dir = super::run::prepare_stub_dir()
+            .inspect_err(|e| eprintln!("functions cannot run: {e:#}"))
+            .ok();
         Ok(c)
     }
 }
@@ -123,6 +127,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             .await
             .context("cannot wait for Ctrl-C")?;
         println!("stopping");
+        g.gateway.functions.shutdown().await;
         g.shutdown();
         anyhow::Ok(())
     })

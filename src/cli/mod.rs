@@ -1,6 +1,7 @@
 //! `gpufn worker`, `gpufn run`, `gpufn gateway`, `gpufn token`, `gpufn status`.
 
 pub mod attach;
+pub mod functions;
 pub mod gateway;
 pub mod run;
 pub mod status;

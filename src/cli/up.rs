@@ -130,6 +130,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             .await
             .context("cannot wait for Ctrl-C")?;
         println!("stopping");
+        g.gateway.functions.shutdown().await;
         heartbeats.abort();
         serving.abort();
         g.shutdown();
