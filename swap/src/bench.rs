@@ -5,8 +5,14 @@
 //! Baselines and swaps are measured in alternation, one warm-up round and then `repeats` rounds,
 //! (page faults of first use are not counted on either side, and both sides see the same machine
 //! conditions). It reports the best round of each figure and, more robust on a busy machine, the
-//! median over rounds of each swap's throughput relative to its baseline of the same round. For the buffered disk mode the file's pages are dropped from the
-//! page cache before reading (`POSIX_FADV_DONTNEED`), so reads come from the disk.
+//! median over rounds of each swap's throughput relative to its baseline of the same round.
+//! For the buffered disk mode the file's pages are dropped from the page cache before
+//! reading (`POSIX_FADV_DONTNEED`), so reads come from the disk.
+//!
+//! The disk has a second, independent baseline: `dd` writing (`conv=fsync`) and reading the
+//! same number of bytes in chunk-size blocks with the same I/O mode (`oflag=direct` /
+//! `iflag=direct`, or `iflag=nocache` to read a buffered file from the disk), also once per
+//! round. Without `dd` on the `PATH` those columns are left out.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -57,9 +63,14 @@ pub struct BenchRow {
     pub disk_read: f64,
     pub disk_out: f64,
     pub disk_in: f64,
+    /// `dd`'s sequential write and read (`None`: no `dd`).
+    pub dd_write: Option<f64>,
+    pub dd_read: Option<f64>,
     /// Median per-round ratios: host out / memcpy, host in / memcpy, disk out / disk write,
     /// disk in / disk read.
     pub median_ratios: [f64; 4],
+    /// Median per-round ratios: disk out / dd write, disk in / dd read.
+    pub median_dd_ratios: Option<[f64; 2]>,
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +103,9 @@ const DISK_WRITE: usize = 3;
 const DISK_READ: usize = 4;
 const DISK_OUT: usize = 5;
 const DISK_IN: usize = 6;
+const DD_WRITE: usize = 7;
+const DD_READ: usize = 8;
+const FIGURES: usize = 9;
 
 /// Measures baselines and swaps in alternation (so both see the same machine conditions),
 /// one warm-up round and then `repeats` rounds, keeping the best of each.
@@ -112,10 +126,12 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
         }),
     )?;
     let baseline = config.dir.join("bench-baseline.tmp");
-    let mut rounds: Vec<[Duration; 7]> = Vec::new();
+    let dd_file = config.dir.join("bench-dd.tmp");
+    let dd = dd_available();
+    let mut rounds: Vec<[Duration; FIGURES]> = Vec::new();
     let result = (|| {
         for _ in 0..=config.repeats.max(1) {
-            let mut round = [Duration::MAX; 7];
+            let mut round = [Duration::MAX; FIGURES];
             let mut record = |which: usize, d: Duration| round[which] = round[which].min(d);
             // The baseline is the faster of one large memcpy and chunk-size memcpys (which
             // use different store strategies in libc), so the swap is not flattered.
@@ -140,6 +156,12 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
 
             record(DISK_WRITE, baseline_write(config, &baseline, size)?);
             record(DISK_READ, baseline_read(config, &baseline, size)?);
+            let _ = std::fs::remove_file(&baseline);
+            if dd {
+                record(DD_WRITE, dd_write(config, &dd_file, size)?);
+                record(DD_READ, dd_read(config, &dd_file, size)?);
+                let _ = std::fs::remove_file(&dd_file);
+            }
             let (out, into) = round_trip(&disk, &mut device, &allocations, Tier::Disk)?;
             record(DISK_OUT, out);
             record(DISK_IN, into);
@@ -148,6 +170,7 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
         Ok(())
     })();
     let _ = std::fs::remove_file(&baseline);
+    let _ = std::fs::remove_file(&dd_file);
     result?;
     // The swaps must have brought back exactly what was swapped out.
     let restored = device.get(allocations[0].device_address).expect("mapped");
@@ -181,12 +204,20 @@ fn measure_size(config: &BenchConfig, size: u64) -> Result<BenchRow> {
         disk_read: r(DISK_READ),
         disk_out: r(DISK_OUT),
         disk_in: r(DISK_IN),
+        dd_write: dd.then(|| r(DD_WRITE)),
+        dd_read: dd.then(|| r(DD_READ)),
         median_ratios: [
             median_ratio(HOST_OUT, MEMCPY),
             median_ratio(HOST_IN, MEMCPY),
             median_ratio(DISK_OUT, DISK_WRITE),
             median_ratio(DISK_IN, DISK_READ),
         ],
+        median_dd_ratios: dd.then(|| {
+            [
+                median_ratio(DISK_OUT, DD_WRITE),
+                median_ratio(DISK_IN, DD_READ),
+            ]
+        }),
     })
 }
 
@@ -268,6 +299,80 @@ fn baseline_read(config: &BenchConfig, path: &Path, size: u64) -> Result<Duratio
     Ok(start.elapsed())
 }
 
+fn dd_available() -> bool {
+    std::process::Command::new("dd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `dd` writing `size` bytes of zeros in chunk-size blocks, fsynced before it exits.
+fn dd_write(config: &BenchConfig, path: &Path, size: u64) -> Result<Duration> {
+    let mut args = dd_blocks(config, size);
+    args.extend([
+        "if=/dev/zero".to_string(),
+        format!("of={}", path.display()),
+        "conv=fsync".to_string(),
+    ]);
+    if config.direct_io {
+        args.push("oflag=direct".into());
+    }
+    run_dd(&args)
+}
+
+/// `dd` reading the file [`dd_write`] wrote, from the disk.
+fn dd_read(config: &BenchConfig, path: &Path, size: u64) -> Result<Duration> {
+    if !config.direct_io {
+        // Drop the file's cached pages first (`count=0` reads nothing).
+        run_dd(&[
+            format!("if={}", path.display()),
+            "iflag=nocache".into(),
+            "count=0".into(),
+        ])?;
+    }
+    let mut args = dd_blocks(config, size);
+    args.extend([format!("if={}", path.display()), "of=/dev/null".to_string()]);
+    if config.direct_io {
+        args.push("iflag=direct".into());
+    }
+    run_dd(&args)
+}
+
+/// `bs` and `count` for `size` bytes in chunk-size blocks (the last one whole).
+fn dd_blocks(config: &BenchConfig, size: u64) -> Vec<String> {
+    let block = config.chunk_size as u64;
+    vec![
+        format!("bs={block}"),
+        format!("count={}", size.div_ceil(block)),
+    ]
+}
+
+/// Runs `dd` and returns the elapsed time it reports (its own clock, without process start).
+fn run_dd(args: &[String]) -> Result<Duration> {
+    let start = Instant::now();
+    let output = std::process::Command::new("dd")
+        .args(args)
+        .output()
+        .map_err(|e| SwapError::Internal(format!("cannot run dd: {e}")))?;
+    let wall = start.elapsed();
+    let text = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(SwapError::Internal(format!(
+            "dd {} failed: {}",
+            args.join(" "),
+            text.trim()
+        )));
+    }
+    Ok(dd_seconds(&text).unwrap_or(wall))
+}
+
+/// The seconds in dd's summary line: `1073741824 bytes (1.1 GB, 1.0 GiB) copied, 0.67 s, …`.
+fn dd_seconds(summary: &str) -> Option<Duration> {
+    let after = summary.rsplit_once("copied, ")?.1;
+    let seconds: f64 = after.split_whitespace().next()?.parse().ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
 fn baseline_buffer(config: &BenchConfig) -> Result<ChunkBuf> {
     let mut buf = ChunkBuf::with_capacity(config.chunk_size)
         .map_err(|e| SwapError::Internal(format!("cannot allocate a buffer: {e}")))?;
@@ -326,8 +431,6 @@ fn machine_description() -> String {
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let gb = |bps: f64| bps / 1e9;
-        let pct = |ratio: f64| 100.0 * ratio;
         writeln!(
             f,
             "gpufn swap benchmark: {}; chunk {} MiB; disk I/O {}",
@@ -350,28 +453,79 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(f, "|---|---|---|---|---|---|---|---|")?;
         for r in &self.rows {
-            let [m_host_out, m_host_in, m_disk_out, m_disk_in] = r.median_ratios;
+            write_row(f, r)?;
+        }
+        if self.rows.iter().any(|r| r.median_dd_ratios.is_some()) {
             writeln!(
                 f,
-                "| {} MiB | {:.2} | {:.2} ({:.0}%, {:.0}%) | {:.2} ({:.0}%, {:.0}%) | {:.2} | {:.2} | {:.2} ({:.0}%, {:.0}%) | {:.2} ({:.0}%, {:.0}%) |",
-                r.size >> 20,
-                gb(r.memcpy),
-                gb(r.host_out),
-                pct(r.host_out / r.memcpy),
-                pct(m_host_out),
-                gb(r.host_in),
-                pct(r.host_in / r.memcpy),
-                pct(m_host_in),
-                gb(r.disk_write),
-                gb(r.disk_read),
-                gb(r.disk_out),
-                pct(r.disk_out / r.disk_write),
-                pct(m_disk_out),
-                gb(r.disk_in),
-                pct(r.disk_in / r.disk_read),
-                pct(m_disk_in),
+                "\nThe disk tier against dd in the same rounds (GB/s of the best round; in \
+                 parentheses: best/best, median of per-round ratios):"
             )?;
+            writeln!(f, "| size | dd write | disk out | dd read | disk in |")?;
+            writeln!(f, "|---|---|---|---|---|")?;
+            for r in &self.rows {
+                write_dd_row(f, r)?;
+            }
         }
         Ok(())
+    }
+}
+
+fn write_row(f: &mut fmt::Formatter<'_>, r: &BenchRow) -> fmt::Result {
+    let [m_host_out, m_host_in, m_disk_out, m_disk_in] = r.median_ratios;
+    writeln!(
+        f,
+        "| {} MiB | {:.2} | {} | {} | {:.2} | {:.2} | {} | {} |",
+        r.size >> 20,
+        r.memcpy / 1e9,
+        versus(r.host_out, r.memcpy, m_host_out),
+        versus(r.host_in, r.memcpy, m_host_in),
+        r.disk_write / 1e9,
+        r.disk_read / 1e9,
+        versus(r.disk_out, r.disk_write, m_disk_out),
+        versus(r.disk_in, r.disk_read, m_disk_in),
+    )
+}
+
+fn write_dd_row(f: &mut fmt::Formatter<'_>, r: &BenchRow) -> fmt::Result {
+    let (Some(write), Some(read), Some([m_out, m_in])) =
+        (r.dd_write, r.dd_read, r.median_dd_ratios)
+    else {
+        return Ok(());
+    };
+    writeln!(
+        f,
+        "| {} MiB | {:.2} | {} | {:.2} | {} |",
+        r.size >> 20,
+        write / 1e9,
+        versus(r.disk_out, write, m_out),
+        read / 1e9,
+        versus(r.disk_in, read, m_in),
+    )
+}
+
+/// `GB/s (best/best %, median ratio %)`.
+fn versus(swap: f64, baseline: f64, median_ratio: f64) -> String {
+    format!(
+        "{:.2} ({:.0}%, {:.0}%)",
+        swap / 1e9,
+        100.0 * swap / baseline,
+        100.0 * median_ratio
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dd_summaries_give_their_seconds() {
+        let gnu = "128+0 records in\n128+0 records out\n1073741824 bytes (1.1 GB, 1.0 GiB) \
+                   copied, 0.671199 s, 1.6 GB/s\n";
+        assert_eq!(dd_seconds(gnu), Some(Duration::from_secs_f64(0.671199)));
+        assert_eq!(
+            dd_seconds("dd: error writing: No space left on device"),
+            None
+        );
     }
 }
