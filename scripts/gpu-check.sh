@@ -27,9 +27,11 @@
 # skipped). GPU_CHECK_SWAP_MIB (default 1024) sizes the swap measurement.
 set -uo pipefail
 
-readonly HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly HERE
 # Programs get SASS for the common data-centre GPUs and compute_90 PTX (which the cpu
 # backend runs, and which newer GPUs JIT-compile).
+# shellcheck disable=SC2054 # the commas belong to nvcc's -gencode syntax
 readonly GENCODE=(
     -gencode arch=compute_80,code=sm_80
     -gencode "arch=compute_90,code=[sm_90,compute_90]"
@@ -202,8 +204,10 @@ suite() {
         echo "| $name | $native | $cpu | $under | $same_cpu | $same_native |" >>"$summary"
     done
     echo >>"$summary"
-    echo "Outputs: suite/<way>/<n>.{out,err,rc} (n = row number)." >>"$summary"
-    echo >>"$summary"
+    {
+        echo "Outputs: suite/<way>/<n>.{out,err,rc} (n = row number)."
+        echo
+    } >>"$summary"
     echo "gpu-check: suite done, $failures case(s) differ or fail" >&2
     return "$failures"
 }
@@ -319,8 +323,8 @@ measurements() {
         local line key n s
         while read -r line; do
             [[ "$line" == copy* ]] || continue
-            key="$(echo "$line" | sed 's/ MiBps=.*//')"
-            s="$(echo "$line" | sed 's/.*MiBps=//')"
+            key="${line% MiBps=*}"
+            s="${line##*MiBps=}"
             n="$(echo "$native_bw" | grep -F "$key MiBps=" | sed 's/.*MiBps=//')"
             echo "$key" | awk -v n="${n:-}" -v s="$s" '{
                 split($2, k, "="); split($3, m, "="); split($4, b, "=");
@@ -331,8 +335,8 @@ measurements() {
     } >>"$summary"
 
     # Wall time of a small program.
-    local native_ms=() stub_ms=() private_ms=() i
-    for i in 1 2 3 4 5; do
+    local native_ms=() stub_ms=() private_ms=()
+    for _ in 1 2 3 4 5; do
         [[ "$BACKEND" == cpu ]] || native_ms+=("$(wall_ms "$PROGRAMS/vector_add")")
         stub_ms+=("$(wall_ms "${via[@]}" "$PROGRAMS/vector_add")")
         private_ms+=("$(wall_ms "$GPUFN" run --backend "$BACKEND" -- "$PROGRAMS/vector_add")")
