@@ -61,6 +61,48 @@ enum BenchCommand {
     /// Attach latency through the gateway vs direct, authenticated request throughput vs a
     /// bare hyper server, placement decision time for 1,000 workers × 10,000 sessions.
     Gateway(GatewayBenchArgs),
+    /// A program's view through the stub: sync call round trip, launches per second and
+    /// copy throughput on QUIC, TCP and Unix sockets, each next to the raw transport.
+    Stub(StubBenchArgs),
+    /// The measuring program `bench stub` starts (GPUFN_WORKER names the worker).
+    #[command(hide = true)]
+    StubClient(StubClientArgs),
+}
+
+#[derive(Args)]
+struct StubBenchArgs {
+    /// Transports to measure (comma-separated: quic, tcp, unix).
+    #[arg(long, value_delimiter = ',', default_value = "quic,tcp,unix")]
+    transports: Vec<String>,
+    /// Baseline and stub alternate this many times.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Synchronous calls timed per round.
+    #[arg(long, default_value_t = 5_000)]
+    iterations: usize,
+    /// Empty-kernel launches per round.
+    #[arg(long, default_value_t = 200_000)]
+    launches: usize,
+    /// Copy sizes in MiB (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256,1024")]
+    copy_mib: Vec<u64>,
+    /// MiB moved at least per copy size, direction and round.
+    #[arg(long, default_value_t = 256)]
+    copy_total_mib: u64,
+}
+
+#[derive(Args)]
+struct StubClientArgs {
+    #[arg(long)]
+    stub_dir: PathBuf,
+    #[arg(long)]
+    rtt_iterations: usize,
+    #[arg(long)]
+    launches: usize,
+    #[arg(long, value_delimiter = ',')]
+    copy_sizes: Vec<u64>,
+    #[arg(long)]
+    copy_bytes_per_size: u64,
 }
 
 #[derive(Args)]
@@ -170,6 +212,30 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let report = gpufn_ptx::bench::run(threads).map_err(anyhow::Error::msg)?;
             println!("{report}");
+        }
+        BenchCommand::Stub(args) => {
+            let mut options = bench::stub::Options::new(cli::run::prepare_stub_dir()?);
+            options.kinds = args
+                .transports
+                .iter()
+                .map(|name| parse_transport(name))
+                .collect::<anyhow::Result<_>>()?;
+            options.rounds = args.rounds.max(1);
+            options.rtt_iterations = args.iterations.max(1);
+            options.launches = args.launches;
+            options.copy_sizes = args.copy_mib.iter().map(|mib| mib << 20).collect();
+            options.copy_bytes_per_size = args.copy_total_mib << 20;
+            let report = bench::stub::run(&options)?;
+            println!("{report}");
+        }
+        BenchCommand::StubClient(args) => {
+            bench::stub::client(&bench::stub::ClientOptions {
+                stub_dir: args.stub_dir,
+                rtt_iterations: args.rtt_iterations,
+                launches: args.launches,
+                copy_sizes: args.copy_sizes,
+                copy_bytes_per_size: args.copy_bytes_per_size,
+            })?;
         }
         BenchCommand::Swap(args) => {
             let mut config = gpufn_swap::bench::BenchConfig::new(&args.dir);

@@ -262,36 +262,92 @@ fn per_thread_default_stream_programs_print_correct_results() {
     );
 }
 
+/// Stream-ordered pools (`cudaMallocAsync`, pools, release threshold, trim) and 3D copies,
+/// with static and shared cudart.
+#[test]
+fn memory_pools_and_3d_copies_work_with_both_cudart_builds() {
+    let tc = toolchain().unwrap();
+    for (name, flags) in [
+        ("stub-mempool-static", &["-arch=sm_90"][..]),
+        (
+            "stub-mempool-shared",
+            &["-arch=sm_90", "-cudart", "shared"][..],
+        ),
+    ] {
+        let program = compile(tc, "mempool.cu", name, flags);
+        let output = finish(gpufn_run(tc, &[], &program, &[]));
+        assert_success(&output, name);
+        let text = stdout(&output);
+        for case in [
+            "default pool",
+            "release threshold",
+            "created pool",
+            "memcpy3d",
+            "mempool",
+        ] {
+            assert!(
+                text.contains(&format!("{case} ok")),
+                "{name}: {case} missing\n{}",
+                output_text(&output)
+            );
+        }
+    }
+}
+
 /// PTX text for the driver-API programs.
 fn kernels_ptx(tc: &Toolchain, name: &str) -> PathBuf {
     compile(tc, "kernels.cu", name, &["-ptx", "-arch=compute_80"])
+}
+
+/// Compiles `tests/programs/<source>` (C on the driver API) with gcc, linked against the
+/// stub as `libcuda.so` (no wheel ships the link-time stub).
+fn compile_c(tc: &Toolchain, source: &str, name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let link = dir.join("libcuda.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(stub_library(), &link).unwrap();
+    let program = dir.join(name);
+    let mut gcc = Command::new("gcc");
+    gcc.arg(
+        support::cuda::repo_root()
+            .join("tests/programs")
+            .join(source),
+    )
+    .arg(format!("-I{}", tc.cuda_home().join("include").display()))
+    .arg(format!("-L{}", dir.display()))
+    .arg("-lcuda")
+    .arg("-o")
+    .arg(&program);
+    let built = gcc.output().expect("gcc runs");
+    assert_success(&built, &describe(&gcc));
+    program
 }
 
 #[test]
 fn c_program_on_the_driver_api_runs_ptx_text() {
     let tc = toolchain().unwrap();
     let ptx = kernels_ptx(tc, "stub-driver-api-ptx");
-    let dir = scratch("driver-api");
-    // Link against the stub as libcuda.so (no wheel ships the link-time stub).
-    let library = stub_library();
-    let link = dir.join("libcuda.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(library, &link).unwrap();
-    let program = dir.join("driver_api");
-    let mut gcc = Command::new("gcc");
-    gcc.arg(support::cuda::repo_root().join("tests/programs/driver_api.c"))
-        .arg(format!("-I{}", tc.cuda_home().join("include").display()))
-        .arg(format!("-L{}", dir.display()))
-        .arg("-lcuda")
-        .arg("-o")
-        .arg(&program);
-    let built = gcc.output().expect("gcc runs");
-    assert_success(&built, &describe(&gcc));
-
+    let program = compile_c(tc, "driver_api.c", "driver-api");
     let output = finish(gpufn_run(tc, &[], &program, &[ptx.to_str().unwrap()]));
     assert_success(&output, "driver_api");
     assert!(
         stdout(&output).contains("driver_api ok"),
+        "{}",
+        output_text(&output)
+    );
+}
+
+/// After `fork()` the child's calls are refused with `CUDA_ERROR_NOT_INITIALIZED` and the
+/// parent's session carries on with its memory intact.
+#[test]
+fn a_forked_child_is_refused_and_the_parent_session_survives() {
+    let tc = toolchain().unwrap();
+    let program = compile_c(tc, "fork.c", "fork");
+    let output = finish(gpufn_run(tc, &[], &program, &[]));
+    assert_success(&output, "fork");
+    let text = stdout(&output);
+    assert!(
+        text.contains("fork child refused") && text.contains("fork ok"),
         "{}",
         output_text(&output)
     );

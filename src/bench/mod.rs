@@ -1,4 +1,5 @@
 //! `gpufn bench …`: benchmark programs. Each measures its baseline in the same run.
 
 pub mod gateway;
+pub mod stub;
 pub mod transport;

@@ -58,6 +58,8 @@ pub struct Options {
     pub rounds: usize,
     /// Scratch space for the development certificate and the Unix sockets.
     pub scratch_dir: PathBuf,
+    /// QUIC only: also measure plain UDP datagrams for context.
+    pub udp_context: bool,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             bulk_frame: 1 << 20,
             rounds: 10,
             scratch_dir: std::env::temp_dir().join(format!("gpufn-bench-{}", std::process::id())),
+            udp_context: true,
         }
     }
 }
@@ -223,7 +226,7 @@ async fn measure(
         .zip(&gpufn_side.bulk)
         .map(|(raw, gpufn)| gpufn / raw)
         .collect();
-    let udp = if kind == Kind::Quic {
+    let udp = if kind == Kind::Quic && options.udp_context {
         Some(udp_baseline(options, request_bytes, reply_bytes).await?)
     } else {
         None
@@ -697,7 +700,7 @@ async fn udp_baseline(
     Ok((percentiles(samples), throughput))
 }
 
-fn machine_description() -> String {
+pub(crate) fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

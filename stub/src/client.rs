@@ -1,7 +1,8 @@
 //! The connection to the worker: connect and handshake, synchronous calls, batched posts.
 //!
-//! One tokio runtime with a single, dedicated thread (`gpufn-stub-io`) drives the
-//! connection's I/O. Driver calls from any program thread take the connection lock, append
+//! One tokio runtime drives the connection's I/O: for QUIC with a single, dedicated thread
+//! (`gpufn-stub-io`), for TCP and Unix sockets on the calling thread (see [`io_runtime`]).
+//! Driver calls from any program thread take the connection lock, append
 //! their frame to the outgoing batch and, for calls, write the batch and wait for the reply
 //! on the runtime. Posts (launches, host-to-device copies, memsets, frees, stream and event
 //! work) only append to the batch: they cost no round trip and are written with the next
@@ -25,8 +26,14 @@ use tokio::io::AsyncWriteExt;
 /// Posts are written once this many bytes are waiting.
 pub const BATCH_LIMIT: usize = 1 << 20;
 
-/// The largest payload sent in one frame; larger copies are split.
-pub const MAX_CHUNK: usize = 64 << 20;
+/// Copies are split into frames of this many bytes, so the worker stores (or reads) one
+/// chunk while the next crosses the network, and its buffers stay small enough for the
+/// allocator to reuse instead of mapping fresh pages for every frame.
+pub const COPY_CHUNK: usize = 4 << 20;
+
+/// Payloads at least this large are written straight from the program's memory, before the
+/// post returns, instead of being copied into the batch.
+const DIRECT_PAYLOAD: usize = 64 << 10;
 
 /// The error every call returns once the worker is gone.
 pub const LOST: CuResult = CuResult::ERROR_DEVICE_UNAVAILABLE;
@@ -115,12 +122,8 @@ impl Session {
             Ok(ticket) if !ticket.is_empty() => Credentials::Ticket(ticket),
             _ => Credentials::None,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("gpufn-stub-io")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the stub's I/O thread: {e}"))?;
+        let runtime = io_runtime(&address)
+            .map_err(|e| format!("cannot start the stub's I/O runtime: {e}"))?;
         let options = ClientOptions {
             connect_timeout: Duration::from_secs(10),
             ..ClientOptions::default()
@@ -236,9 +239,15 @@ impl Session {
         if conn.lost.is_some() {
             return Err(LOST);
         }
-        conn.append(FrameKind::Post, request, payload);
-        if conn.batch.len() >= BATCH_LIMIT {
-            conn.flush(&self.runtime);
+        let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+        if payload_len >= DIRECT_PAYLOAD {
+            conn.append_header(FrameKind::Post, request, payload_len as u64);
+            conn.flush_with(&self.runtime, payload);
+        } else {
+            conn.append(FrameKind::Post, request, payload);
+            if conn.batch.len() >= BATCH_LIMIT {
+                conn.flush(&self.runtime);
+            }
         }
         match conn.lost {
             Some(_) => Err(LOST),
@@ -286,7 +295,18 @@ impl Session {
 }
 
 impl Conn {
+    /// Appends a whole frame (header, message, payload) to the batch.
     fn append(&mut self, kind: FrameKind, request: &Request, payload: &[&[u8]]) -> u64 {
+        let payload_len = payload.iter().map(|p| p.len() as u64).sum();
+        let id = self.append_header(kind, request, payload_len);
+        for part in payload {
+            self.batch.extend_from_slice(part);
+        }
+        id
+    }
+
+    /// Appends a frame's header and message; its `payload_len` bytes of payload must follow.
+    fn append_header(&mut self, kind: FrameKind, request: &Request, payload_len: u64) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let start = self.batch.len();
@@ -301,23 +321,32 @@ impl Conn {
         let header = FrameHeader {
             kind,
             message_len,
-            payload_len: payload.iter().map(|p| p.len() as u64).sum(),
+            payload_len,
             id,
         };
         self.batch[start..start + HEADER_LEN].copy_from_slice(&header.encode());
-        for part in payload {
-            self.batch.extend_from_slice(part);
-        }
         id
     }
 
     fn flush(&mut self, runtime: &tokio::runtime::Runtime) {
-        if self.batch.is_empty() || self.lost.is_some() {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.flush_with(runtime, &[]);
+    }
+
+    /// Writes the batch followed by `tail` (the payload of the batch's last frame, written
+    /// from the program's memory without a copy).
+    fn flush_with(&mut self, runtime: &tokio::runtime::Runtime, tail: &[&[u8]]) {
+        if self.lost.is_some() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         let written = runtime.block_on(async {
             self.send.write_all(&batch).await?;
+            for part in tail {
+                self.send.write_all(part).await?;
+            }
             self.send.flush().await
         });
         self.batch = batch;
@@ -441,6 +470,24 @@ impl Conn {
             self.lost = Some(why);
             self.pending_reads.clear();
         }
+    }
+}
+
+/// The runtime that drives the connection. QUIC needs work in the background (ACKs,
+/// keep-alives, flow control) even while the program computes, so it gets a dedicated I/O
+/// thread (`gpufn-stub-io`). A TCP or Unix socket needs nothing between calls, so the thread
+/// that makes a call drives the socket itself: its reply wakes that thread directly, one
+/// thread switch less per round trip than going through an I/O thread.
+fn io_runtime(address: &Address) -> std::io::Result<tokio::runtime::Runtime> {
+    match address {
+        Address::Quic { .. } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gpufn-stub-io")
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     }
 }
 

@@ -53,13 +53,11 @@ crate::exports::not_supported_exports! {
     cuDevSmResourceSplitByCount,
     cuDeviceGetCliqueCount,
     cuDeviceGetCliqueInfo,
-    cuDeviceGetDefaultMemPool,
     cuDeviceGetDevResource,
     cuDeviceGetFabricClusterUuid,
     cuDeviceGetGraphMemAttribute,
     cuDeviceGetHostAtomicCapabilities,
     cuDeviceGetLuid,
-    cuDeviceGetMemPool,
     cuDeviceGetNvSciSyncAttributes,
     cuDeviceGetP2PAtomicCapabilities,
     cuDeviceGetProperties,
@@ -67,7 +65,6 @@ crate::exports::not_supported_exports! {
     cuDeviceGraphMemTrim,
     cuDeviceRegisterAsyncNotification,
     cuDeviceSetGraphMemAttribute,
-    cuDeviceSetMemPool,
     cuDeviceUnregisterAsyncNotification,
     cuEventDestroy,
     cuExternalMemoryGetMappedBuffer,
@@ -236,8 +233,6 @@ crate::exports::not_supported_exports! {
     cuLogsDumpToMemory,
     cuLogsRegisterCallback,
     cuLogsUnregisterCallback,
-    cuMemAddressFree,
-    cuMemAddressReserve,
     cuMemAdvise,
     cuMemAdvise_v2,
     cuMemAlloc,
@@ -246,7 +241,6 @@ crate::exports::not_supported_exports! {
     cuMemAllocPitch,
     cuMemBatchDecompressAsync,
     cuMemBatchDecompressAsync_ptsz,
-    cuMemCreate,
     cuMemDiscardAndPrefetchBatchAsync,
     cuMemDiscardAndPrefetchBatchAsync_ptsz,
     cuMemDiscardBatchAsync,
@@ -255,31 +249,20 @@ crate::exports::not_supported_exports! {
     cuMemFree,
     cuMemGetAccess,
     cuMemGetAddressRange,
-    cuMemGetAllocationGranularity,
     cuMemGetAllocationPropertiesFromHandle,
-    cuMemGetDefaultMemPool,
     cuMemGetHandleForAddressRange,
     cuMemGetInfo,
     cuMemGetLocationInfo,
-    cuMemGetMemPool,
     cuMemHostGetDevicePointer,
     cuMemHostGetDevicePointer_v2,
     cuMemHostRegister,
     cuMemImportFromShareableHandle,
-    cuMemMap,
     cuMemMapArrayAsync,
     cuMemMapArrayAsync_ptsz,
-    cuMemPoolCreate,
-    cuMemPoolDestroy,
     cuMemPoolExportPointer,
     cuMemPoolExportToShareableHandle,
-    cuMemPoolGetAccess,
-    cuMemPoolGetAttribute,
     cuMemPoolImportFromShareableHandle,
     cuMemPoolImportPointer,
-    cuMemPoolSetAccess,
-    cuMemPoolSetAttribute,
-    cuMemPoolTrimTo,
     cuMemPrefetchAsync,
     cuMemPrefetchAsync_ptsz,
     cuMemPrefetchAsync_v2,
@@ -288,11 +271,7 @@ crate::exports::not_supported_exports! {
     cuMemPrefetchBatchAsync_ptsz,
     cuMemRangeGetAttribute,
     cuMemRangeGetAttributes,
-    cuMemRelease,
     cuMemRetainAllocationHandle,
-    cuMemSetAccess,
-    cuMemSetMemPool,
-    cuMemUnmap,
     cuMemcpy2D,
     cuMemcpy2DAsync,
     cuMemcpy2DUnaligned,
@@ -791,7 +770,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuDeviceGetDefaultMemPool",
-        not_supported::cuDeviceGetDefaultMemPool as crate::exports::Symbol,
+        crate::api::cuDeviceGetDefaultMemPool as crate::exports::Symbol,
     ),
     (
         "cuDeviceGetDevResource",
@@ -819,7 +798,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuDeviceGetMemPool",
-        not_supported::cuDeviceGetMemPool as crate::exports::Symbol,
+        crate::api::cuDeviceGetMemPool as crate::exports::Symbol,
     ),
     (
         "cuDeviceGetName",
@@ -903,7 +882,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuDeviceSetMemPool",
-        not_supported::cuDeviceSetMemPool as crate::exports::Symbol,
+        crate::api::cuDeviceSetMemPool as crate::exports::Symbol,
     ),
     (
         "cuDeviceTotalMem",
@@ -1792,11 +1771,11 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemAddressFree",
-        not_supported::cuMemAddressFree as crate::exports::Symbol,
+        crate::api::cuMemAddressFree as crate::exports::Symbol,
     ),
     (
         "cuMemAddressReserve",
-        not_supported::cuMemAddressReserve as crate::exports::Symbol,
+        crate::api::cuMemAddressReserve as crate::exports::Symbol,
     ),
     (
         "cuMemAdvise",
@@ -1860,7 +1839,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemCreate",
-        not_supported::cuMemCreate as crate::exports::Symbol,
+        crate::api::cuMemCreate as crate::exports::Symbol,
     ),
     (
         "cuMemDiscardAndPrefetchBatchAsync",
@@ -1916,7 +1895,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemGetAllocationGranularity",
-        not_supported::cuMemGetAllocationGranularity as crate::exports::Symbol,
+        crate::api::cuMemGetAllocationGranularity as crate::exports::Symbol,
     ),
     (
         "cuMemGetAllocationPropertiesFromHandle",
@@ -1924,7 +1903,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemGetDefaultMemPool",
-        not_supported::cuMemGetDefaultMemPool as crate::exports::Symbol,
+        crate::api::cuMemGetDefaultMemPool as crate::exports::Symbol,
     ),
     (
         "cuMemGetHandleForAddressRange",
@@ -1944,7 +1923,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemGetMemPool",
-        not_supported::cuMemGetMemPool as crate::exports::Symbol,
+        crate::api::cuMemGetMemPool as crate::exports::Symbol,
     ),
     (
         "cuMemHostAlloc",
@@ -1980,7 +1959,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemMap",
-        not_supported::cuMemMap as crate::exports::Symbol,
+        crate::api::cuMemMap as crate::exports::Symbol,
     ),
     (
         "cuMemMapArrayAsync",
@@ -1992,11 +1971,11 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemPoolCreate",
-        not_supported::cuMemPoolCreate as crate::exports::Symbol,
+        crate::api::cuMemPoolCreate as crate::exports::Symbol,
     ),
     (
         "cuMemPoolDestroy",
-        not_supported::cuMemPoolDestroy as crate::exports::Symbol,
+        crate::api::cuMemPoolDestroy as crate::exports::Symbol,
     ),
     (
         "cuMemPoolExportPointer",
@@ -2008,11 +1987,11 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemPoolGetAccess",
-        not_supported::cuMemPoolGetAccess as crate::exports::Symbol,
+        crate::api::cuMemPoolGetAccess as crate::exports::Symbol,
     ),
     (
         "cuMemPoolGetAttribute",
-        not_supported::cuMemPoolGetAttribute as crate::exports::Symbol,
+        crate::api::cuMemPoolGetAttribute as crate::exports::Symbol,
     ),
     (
         "cuMemPoolImportFromShareableHandle",
@@ -2024,15 +2003,15 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemPoolSetAccess",
-        not_supported::cuMemPoolSetAccess as crate::exports::Symbol,
+        crate::api::cuMemPoolSetAccess as crate::exports::Symbol,
     ),
     (
         "cuMemPoolSetAttribute",
-        not_supported::cuMemPoolSetAttribute as crate::exports::Symbol,
+        crate::api::cuMemPoolSetAttribute as crate::exports::Symbol,
     ),
     (
         "cuMemPoolTrimTo",
-        not_supported::cuMemPoolTrimTo as crate::exports::Symbol,
+        crate::api::cuMemPoolTrimTo as crate::exports::Symbol,
     ),
     (
         "cuMemPrefetchAsync",
@@ -2068,7 +2047,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemRelease",
-        not_supported::cuMemRelease as crate::exports::Symbol,
+        crate::api::cuMemRelease as crate::exports::Symbol,
     ),
     (
         "cuMemRetainAllocationHandle",
@@ -2076,15 +2055,15 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuMemSetAccess",
-        not_supported::cuMemSetAccess as crate::exports::Symbol,
+        crate::api::cuMemSetAccess as crate::exports::Symbol,
     ),
     (
         "cuMemSetMemPool",
-        not_supported::cuMemSetMemPool as crate::exports::Symbol,
+        crate::api::cuMemSetMemPool as crate::exports::Symbol,
     ),
     (
         "cuMemUnmap",
-        not_supported::cuMemUnmap as crate::exports::Symbol,
+        crate::api::cuMemUnmap as crate::exports::Symbol,
     ),
     ("cuMemcpy", crate::api::cuMemcpy as crate::exports::Symbol),
     (

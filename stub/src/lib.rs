@@ -31,6 +31,7 @@ pub mod exports;
 pub mod generated;
 pub mod image;
 pub mod log;
+pub mod pool;
 pub mod state;
 
 /// The stub's version string, so tools (the worker) can recognise this library and refuse

@@ -4,7 +4,7 @@
 use super::{guard, session, write_out};
 use crate::state::{self, Context};
 use gpufn_proto::CuResult;
-use gpufn_proto::message::{ContextId, Reply, Request};
+use gpufn_proto::message::{ContextId, Request};
 use std::ffi::{c_int, c_void};
 
 /// The context a call acts on: the thread's current one, else device 0's primary context.
@@ -86,6 +86,7 @@ pub extern "C" fn cuDevicePrimaryCtxReset_v2(device: c_int) -> CuResult {
             }
             (was_announced.then_some(handle), destructors, allocations)
         };
+        super::pool::forget_blocks();
         if let Some(handle) = handle {
             state::run_cls_destructors(handle, destructors);
             let session = session()?;
@@ -267,7 +268,7 @@ pub extern "C" fn cuCtxPopCurrent_v2(ctx: *mut u64) -> CuResult {
     })
 }
 
-fn context_device(ctx: u64) -> Result<u32, CuResult> {
+pub(crate) fn context_device(ctx: u64) -> Result<u32, CuResult> {
     let ctx = if ctx == 0 {
         state::current_context()
     } else {
@@ -300,15 +301,14 @@ pub extern "C" fn cuCtxGetDevice_v2(device: *mut c_int, ctx: u64) -> CuResult {
 
 /// Waits for all work of the session (the worker runs a session's work in order).
 pub fn synchronize(ctx: u64) -> Result<(), CuResult> {
-    session()?
-        .call(
-            &Request::ContextSynchronize {
-                context: ContextId(ctx),
-            },
-            &[],
-            crate::client::ReplyData::None,
-        )
-        .map(|_: Reply| ())
+    session()?.call(
+        &Request::ContextSynchronize {
+            context: ContextId(ctx),
+        },
+        &[],
+        crate::client::ReplyData::None,
+    )?;
+    super::pool::release_after_synchronize()
 }
 
 #[unsafe(no_mangle)]

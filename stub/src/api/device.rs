@@ -25,6 +25,10 @@ pub fn checked(device: c_int) -> Result<u32, CuResult> {
 /// An attribute of `device` (0 when the worker did not list it).
 pub fn attribute(device: u32, attribute: DeviceAttribute) -> Result<i32, CuResult> {
     let props = properties(device)?;
+    if attribute == DeviceAttribute::MEMORY_POOLS_SUPPORTED {
+        // Stream-ordered pools are the stub's own (`crate::pool`), whatever the backend.
+        return Ok(1);
+    }
     Ok(props
         .attributes
         .iter()

@@ -3,7 +3,7 @@
 
 use super::{guard, session, write_out};
 use crate::carve::{CarveError, Carver};
-use crate::client::{MAX_CHUNK, ReplyData};
+use crate::client::{COPY_CHUNK, ReplyData};
 use crate::state;
 use gpufn_proto::CuResult;
 use gpufn_proto::message::{Reply, Request, StreamId};
@@ -110,8 +110,9 @@ pub fn free(address: u64) -> Result<(), CuResult> {
     session()?.post(&Request::MemFree { address }, &[])
 }
 
-/// Host → device: the bytes are copied into the outgoing frame now, so the caller may reuse
-/// its buffer at once; no round trip.
+/// Host → device without a round trip: small copies are copied into the outgoing batch,
+/// large ones written to the connection from the program's buffer before this returns, so
+/// either way the caller may reuse its buffer at once.
 pub fn copy_to_device(
     dst: u64,
     src: *const c_void,
@@ -127,14 +128,20 @@ pub fn copy_to_device(
     // SAFETY: the program passes `len` readable bytes at `src`.
     let bytes = unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) };
     let session = session()?;
-    for (i, chunk) in bytes.chunks(MAX_CHUNK).enumerate() {
-        let dst = dst + (i * MAX_CHUNK) as u64;
+    for (i, chunk) in bytes.chunks(COPY_CHUNK).enumerate() {
+        let dst = dst + (i * COPY_CHUNK) as u64;
         session.post(&Request::MemcpyHtoD { dst, stream }, &[chunk])?;
     }
     Ok(())
 }
 
-/// Device → host: waits for the data.
+/// Chunks of a device-to-host copy requested before the stub waits for their data: the
+/// worker reads the next chunks while earlier ones cross the network, and at most this many
+/// chunks' replies are in flight.
+const READ_WINDOW: usize = 8;
+
+/// Device → host: waits for the data. Chunks are requested [`READ_WINDOW`] at a time; all
+/// but the last of a window are read into place while waiting for the last one.
 pub fn copy_to_host(
     dst: *mut c_void,
     src: u64,
@@ -150,14 +157,20 @@ pub fn copy_to_host(
     // SAFETY: the program passes `len` writable bytes at `dst`.
     let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), len) };
     let session = session()?;
-    for (i, chunk) in out.chunks_mut(MAX_CHUNK).enumerate() {
-        let src = src + (i * MAX_CHUNK) as u64;
+    let chunks = len.div_ceil(COPY_CHUNK);
+    for (i, chunk) in out.chunks_mut(COPY_CHUNK).enumerate() {
         let request = Request::MemcpyDtoH {
-            src,
+            src: src + (i * COPY_CHUNK) as u64,
             len: chunk.len() as u64,
             stream,
         };
-        session.call(&request, &[], ReplyData::Into(chunk))?;
+        if (i + 1) % READ_WINDOW == 0 || i + 1 == chunks {
+            session.call(&request, &[], ReplyData::Into(chunk))?;
+        } else {
+            // SAFETY: `chunk` stays valid until the call that ends this window returns, and
+            // that call reads every earlier reply (or the session is lost, which drops them).
+            unsafe { session.call_deferred(&request, chunk.as_mut_ptr(), chunk.len())? };
+        }
     }
     Ok(())
 }
@@ -187,7 +200,7 @@ pub fn copy_to_host_async(
     let session = session()?;
     let mut offset = 0;
     while offset < len {
-        let n = MAX_CHUNK.min(len - offset);
+        let n = COPY_CHUNK.min(len - offset);
         let request = Request::MemcpyDtoH {
             src: src + offset as u64,
             len: n as u64,
@@ -306,36 +319,6 @@ pub extern "C" fn cuMemAlloc_v2(dptr: *mut u64, size: usize) -> CuResult {
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn cuMemAllocAsync(dptr: *mut u64, size: usize, _stream: usize) -> CuResult {
-    cuMemAlloc_v2(dptr, size)
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemAllocAsync_ptsz(dptr: *mut u64, size: usize, _stream: usize) -> CuResult {
-    cuMemAlloc_v2(dptr, size)
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemAllocFromPoolAsync(
-    dptr: *mut u64,
-    size: usize,
-    _pool: usize,
-    _stream: usize,
-) -> CuResult {
-    cuMemAlloc_v2(dptr, size)
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemAllocFromPoolAsync_ptsz(
-    dptr: *mut u64,
-    size: usize,
-    _pool: usize,
-    _stream: usize,
-) -> CuResult {
-    cuMemAlloc_v2(dptr, size)
-}
-
-#[unsafe(no_mangle)]
 pub extern "C" fn cuMemAllocPitch_v2(
     dptr: *mut u64,
     pitch: *mut usize,
@@ -354,19 +337,10 @@ pub extern "C" fn cuMemAllocPitch_v2(
     })
 }
 
+/// Frees any device allocation, a stream-ordered pool block included (CUDA allows that).
 #[unsafe(no_mangle)]
 pub extern "C" fn cuMemFree_v2(dptr: u64) -> CuResult {
-    guard("cuMemFree_v2", || free(dptr))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemFreeAsync(dptr: u64, _stream: usize) -> CuResult {
-    guard("cuMemFreeAsync", || free(dptr))
-}
-
-#[unsafe(no_mangle)]
-pub extern "C" fn cuMemFreeAsync_ptsz(dptr: u64, _stream: usize) -> CuResult {
-    guard("cuMemFreeAsync_ptsz", || free(dptr))
+    guard("cuMemFree_v2", || super::pool::free_device(dptr))
 }
 
 #[unsafe(no_mangle)]
@@ -603,7 +577,7 @@ unsafe fn write_pointer_attribute(
             12 => write_out(data.cast::<usize>(), size as usize)?, // RANGE_SIZE
             13 => write_out(data.cast::<u32>(), u32::from(known))?, // MAPPED
             14 | 16 => write_out(data.cast::<u64>(), 0)?, // handle types / access flags
-            17 => write_out(data.cast::<u64>(), 0)?, // MEMPOOL_HANDLE
+            17 => write_out(data.cast::<u64>(), super::pool::pool_of(address))?, // MEMPOOL_HANDLE
             18 => write_out(data.cast::<usize>(), size as usize)?, // MAPPING_SIZE
             19 => write_out(data.cast::<u64>(), start)?, // MAPPING_BASE_ADDR
             20 => write_out(data.cast::<u64>(), start)?, // MEMORY_BLOCK_ID

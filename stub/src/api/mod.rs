@@ -13,8 +13,10 @@ pub mod init;
 pub mod launch;
 pub mod memory;
 pub mod module;
+pub mod pool;
 pub mod stream;
 pub mod strided;
+pub mod vmm;
 
 pub use context::*;
 pub use device::*;
@@ -22,8 +24,10 @@ pub use init::*;
 pub use launch::*;
 pub use memory::*;
 pub use module::*;
+pub use pool::*;
 pub use stream::*;
 pub use strided::*;
+pub use vmm::*;
 
 use gpufn_proto::CuResult;
 use std::panic::AssertUnwindSafe;

@@ -49,13 +49,14 @@ fn stream(handle: usize) -> Result<Option<Stream>, CuResult> {
 pub fn synchronize_stream(handle: usize) -> Result<(), CuResult> {
     match stream(handle)? {
         None => super::context::synchronize(super::context::active_context()),
-        Some(s) => session()?
-            .call(
+        Some(s) => {
+            session()?.call(
                 &Request::StreamSynchronize { stream: s.id },
                 &[],
                 ReplyData::None,
-            )
-            .map(|_| ()),
+            )?;
+            super::pool::release_after_synchronize()
+        }
     }
 }
 
@@ -347,13 +348,12 @@ pub extern "C" fn cuEventQuery(event: usize) -> CuResult {
 pub extern "C" fn cuEventSynchronize(event: usize) -> CuResult {
     guard("cuEventSynchronize", || {
         let e = event_of(event)?;
-        session()?
-            .call(
-                &Request::EventSynchronize { event: e.id },
-                &[],
-                ReplyData::None,
-            )
-            .map(|_| ())
+        session()?.call(
+            &Request::EventSynchronize { event: e.id },
+            &[],
+            ReplyData::None,
+        )?;
+        super::pool::release_after_synchronize()
     })
 }
 
