@@ -56,7 +56,8 @@ enum BenchCommand {
     /// Lane-instructions per second of the CPU device's PTX interpreter, one thread and all.
     Ptx(PtxArgs),
     /// Swap-out and swap-in throughput of the host and disk tiers, next to memcpy and the
-    /// disk's sequential bandwidth.
+    /// disk's sequential bandwidth; then the first call after idle of a 1 GiB session
+    /// swapped to each tier (host, disk, cold).
     Swap(SwapArgs),
     /// Attach latency through the gateway vs direct, authenticated request throughput vs a
     /// bare hyper server, placement decision time for 1,000 workers × 10,000 sessions.
@@ -158,6 +159,12 @@ struct SwapArgs {
     /// Measurement rounds per size (the best round counts).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// Size in MiB of the session whose first call after idle is timed per tier (0: skip).
+    #[arg(long, default_value_t = 1024)]
+    wake_mib: u64,
+    /// Rounds of the first-call-after-idle measurement (the median counts).
+    #[arg(long, default_value_t = 3)]
+    wake_rounds: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -242,8 +249,18 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             config.sizes = args.sizes_mib.iter().map(|mib| mib << 20).collect();
             config.direct_io = !args.buffered;
             config.repeats = args.repeats;
-            let report = gpufn_swap::bench::run(&config)?;
-            println!("{report}");
+            if !config.sizes.is_empty() {
+                let report = gpufn_swap::bench::run(&config)?;
+                println!("{report}");
+            }
+            if args.wake_mib > 0 {
+                let report = bench::swap::run(&bench::swap::Options {
+                    dir: args.dir.clone(),
+                    session_bytes: args.wake_mib << 20,
+                    rounds: args.wake_rounds,
+                })?;
+                println!("{report}");
+            }
         }
     }
     Ok(())

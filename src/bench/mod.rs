@@ -2,4 +2,5 @@
 
 pub mod gateway;
 pub mod stub;
+pub mod swap;
 pub mod transport;
