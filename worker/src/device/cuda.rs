@@ -44,6 +44,15 @@ pub use driver::MIN_DRIVER_VERSION;
 /// The symbol only gpufn's stub exports; a `libcuda` carrying it is not a real driver.
 pub const STUB_MARKER_SYMBOL: &[u8] = b"gpufn_stub_version\0";
 
+/// Test setups only: with this set to `1`, gpufn's own stub is accepted as the driver, so
+/// the cuda backend can run without a GPU against a stub that forwards to a second worker
+/// on the cpu backend (`tests/cuda_backend_via_stub.rs`).
+pub const ALLOW_STUB_ENV: &str = "GPUFN_CUDA_ALLOW_STUB";
+
+fn stub_allowed() -> bool {
+    std::env::var(ALLOW_STUB_ENV).is_ok_and(|v| v == "1")
+}
+
 /// What looking for a real GPU found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detection {
@@ -131,7 +140,13 @@ pub fn detect() -> Detection {
     }
     let probe = catch_unwind(AssertUnwindSafe(|| {
         if driver::has_symbol("gpufn_stub_version") {
-            return Detection::StubLibrary;
+            if !stub_allowed() {
+                return Detection::StubLibrary;
+            }
+            tracing::warn!(
+                "{ALLOW_STUB_ENV} is set: the cuda backend drives gpufn's own stub, which \
+                 forwards to another worker (a test setup, not a GPU)"
+            );
         }
         // SAFETY: cuInit takes flags 0.
         let init = unsafe { sys::cuInit(0) };

@@ -127,6 +127,14 @@ impl CudaSession {
         Ok(())
     }
 
+    /// True if `address..+size` is exactly a variable of a loaded module.
+    fn is_module_variable(&self, address: u64, size: u64) -> bool {
+        self.modules
+            .values()
+            .flat_map(|m| &m.variables)
+            .any(|v| v.address == address && v.size == size)
+    }
+
     /// Copies must stay inside one allocation or one module variable of the session.
     fn check_access(&self, address: u64, len: u64) -> Result<(), DeviceError> {
         let in_variable = || {
@@ -390,6 +398,10 @@ impl CudaSession {
 
 impl DeviceSession for CudaSession {
     fn allocate_at(&mut self, address: u64, size: u64) -> Result<(), DeviceError> {
+        if self.is_module_variable(address, size) {
+            // Swap-in of a variable the driver placed inside the range: it never left.
+            return Ok(());
+        }
         let end = address.checked_add(size);
         if end.is_none_or(|end| {
             address < self.reservation.base || end > self.reservation.base + self.reservation.size
@@ -431,10 +443,18 @@ impl DeviceSession for CudaSession {
     }
 
     fn free(&mut self, address: u64) -> Result<(), DeviceError> {
-        let unused = self
-            .chunks
-            .free(address)
-            .map_err(|e| DeviceError::invalid_value(e.to_string()))?;
+        let variable = self
+            .modules
+            .values()
+            .flat_map(|m| &m.variables)
+            .any(|v| v.address == address);
+        let unused = match self.chunks.free(address) {
+            Ok(unused) => unused,
+            // Swap-out of a variable the driver placed inside the range: it stays with its
+            // module (unloading the module frees it).
+            Err(_) if variable => return Ok(()),
+            Err(e) => return Err(DeviceError::invalid_value(e.to_string())),
+        };
         let _current = Current::enter(self.context)?;
         let mut result = Ok(());
         for span in unused {
