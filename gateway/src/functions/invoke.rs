@@ -19,6 +19,7 @@ use super::{Instance, LiveFunction, tenant_principal};
 use crate::core::{Attached, Gateway};
 use crate::error::ApiError;
 use crate::manifest::{Prewarm, Protocol};
+use crate::ticket::SessionGrant;
 use gpufn_proto::message::{Qos, ResourceRequest};
 
 /// What the client sent, to pass on to the function.
@@ -229,9 +230,20 @@ async fn attach(gateway: &Arc<Gateway>, function: &LiveFunction) -> Result<Attac
         qos: proto_qos(r.qos),
         function: Some(function.manifest.name.clone()),
     };
-    gateway
+    let mut attached = gateway
         .attach(&tenant_principal(&function.record.tenant), &request)
-        .await
+        .await?;
+    // The worker swaps the session out after the function's own GPU idle timeout.
+    attached.ticket = gateway.tickets.grant(&SessionGrant {
+        worker: attached.worker.clone(),
+        session: attached.session,
+        tenant: function.record.tenant.clone(),
+        vram_bytes: request.vram_bytes,
+        compute_percent: request.compute_percent,
+        qos: request.qos,
+        idle_timeout: Some(function.manifest.scaling.gpu_idle_timeout),
+    });
+    Ok(attached)
 }
 
 fn proto_qos(q: gpufn_pool::Qos) -> Qos {

@@ -602,3 +602,41 @@ proptest! {
         prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
     }
 }
+
+#[test]
+fn limits_have_defaults_and_are_checked() {
+    let m = parse(MINIMAL).unwrap();
+    assert_eq!(
+        m.limits,
+        Limits {
+            timeout: defaults::TIMEOUT,
+            startup_timeout: defaults::STARTUP_TIMEOUT,
+            queue: defaults::QUEUE,
+            memory: None,
+        }
+    );
+    let set = parse(&with(
+        "[limits]\ntimeout = \"2s\"\nstartup_timeout = \"90s\"\nqueue = 0\nmemory = \"8GiB\"",
+    ))
+    .unwrap();
+    assert_eq!(set.limits.timeout, Duration::from_secs(2));
+    assert_eq!(set.limits.startup_timeout, Duration::from_secs(90));
+    assert_eq!(set.limits.queue, 0);
+    assert_eq!(set.limits.memory, Some(8 << 30));
+    assert_single_problem(
+        &with("[limits]\ntimeout = \"0s\""),
+        "limits.timeout",
+        "is 0",
+    );
+    assert_single_problem(&with("[limits]\nqueue = -1"), "limits.queue", "outside");
+    assert_single_problem(
+        &with("[limits]\nmemory = \"1MiB\""),
+        "limits.memory",
+        "below 64MiB",
+    );
+    assert_single_problem(
+        &with("[limits]\nmemory = \"8GB\""),
+        "limits.memory",
+        "ambiguous",
+    );
+}
