@@ -62,6 +62,9 @@ enum BenchCommand {
     /// Attach latency through the gateway vs direct, authenticated request throughput vs a
     /// bare hyper server, placement decision time for 1,000 workers × 10,000 sessions.
     Gateway(GatewayBenchArgs),
+    /// Gateway overhead of a warm exec invoke next to running the same program directly;
+    /// warm, swapped-to-host and cold-start latency of an http function (lab).
+    Invoke(InvokeBenchArgs),
     /// A program's view through the stub: sync call round trip, launches per second and
     /// copy throughput on QUIC, TCP and Unix sockets, each next to the raw transport.
     Stub(StubBenchArgs),
@@ -104,6 +107,31 @@ struct StubClientArgs {
     copy_sizes: Vec<u64>,
     #[arg(long)]
     copy_bytes_per_size: u64,
+}
+
+#[derive(Args)]
+struct InvokeBenchArgs {
+    /// The compiled vadd example (exec), e.g. functions/examples/vadd/build/vadd.
+    #[arg(long)]
+    vadd: PathBuf,
+    /// The compiled lab example (http); without it the lab part is skipped.
+    #[arg(long)]
+    lab: Option<PathBuf>,
+    /// Direct runs and invokes timed, alternating.
+    #[arg(long, default_value_t = 100)]
+    exec_pairs: usize,
+    /// Warm lab requests timed.
+    #[arg(long, default_value_t = 50)]
+    lab_warm: usize,
+    /// Lab requests timed right after the session was swapped out.
+    #[arg(long, default_value_t = 5)]
+    lab_swapped: usize,
+    /// Lab cold starts timed (each redeploys the function).
+    #[arg(long, default_value_t = 3)]
+    lab_cold: usize,
+    /// The lab's model size in MiB.
+    #[arg(long, default_value_t = 64)]
+    lab_model_mib: u32,
 }
 
 #[derive(Args)]
@@ -186,6 +214,21 @@ fn main() -> anyhow::Result<()> {
 
 fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Invoke(args) => {
+            let options = bench::invoke::Options {
+                exec_program: args.vadd,
+                lab_program: args.lab,
+                exec_pairs: args.exec_pairs.max(1),
+                lab_warm: args.lab_warm,
+                lab_swapped: args.lab_swapped,
+                lab_cold: args.lab_cold,
+                lab_model_mib: args.lab_model_mib.max(1),
+                stub_dir: cli::run::prepare_stub_dir()?,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
+            let report = runtime.block_on(bench::invoke::run(&options))?;
+            println!("{report}");
+        }
         BenchCommand::Gateway(args) => {
             let options = bench::gateway::Options {
                 attaches: args.attaches.max(1),
