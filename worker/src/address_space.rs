@@ -26,16 +26,30 @@ pub const GUARD: u64 = 4096;
 /// Hands out disjoint session ranges and takes them back when sessions end.
 #[derive(Debug)]
 pub struct RangePool {
+    base: u64,
     free: Vec<u32>,
 }
 
 impl RangePool {
-    /// A pool of `count` ranges (at most [`MAX_SESSION_RANGES`]).
+    /// A pool of `count` ranges from [`RANGES_BASE`] (at most [`MAX_SESSION_RANGES`]).
     pub fn new(count: u32) -> Self {
-        let count = count.min(MAX_SESSION_RANGES);
+        Self::within(
+            MemoryRange {
+                base: RANGES_BASE,
+                size: u64::from(MAX_SESSION_RANGES) * RANGE_SIZE,
+            },
+            count,
+        )
+    }
+
+    /// A pool of at most `count` ranges inside `window` (a device may need session
+    /// addresses where its driver reserved them: see `Device::session_window`).
+    pub fn within(window: MemoryRange, count: u32) -> Self {
+        let fit = u32::try_from(window.size / RANGE_SIZE).unwrap_or(u32::MAX);
         // Reversed so that `pop` hands out the lowest slot first.
         RangePool {
-            free: (0..count).rev().collect(),
+            base: window.base,
+            free: (0..count.min(fit)).rev().collect(),
         }
     }
 
@@ -43,14 +57,14 @@ impl RangePool {
     pub fn take(&mut self) -> Option<MemoryRange> {
         let slot = self.free.pop()?;
         Some(MemoryRange {
-            base: RANGES_BASE + u64::from(slot) * RANGE_SIZE,
+            base: self.base + u64::from(slot) * RANGE_SIZE,
             size: RANGE_SIZE,
         })
     }
 
     /// Returns a range handed out by [`RangePool::take`].
     pub fn give_back(&mut self, range: MemoryRange) {
-        let slot = ((range.base - RANGES_BASE) / RANGE_SIZE) as u32;
+        let slot = ((range.base - self.base) / RANGE_SIZE) as u32;
         if !self.free.contains(&slot) {
             self.free.push(slot);
         }
@@ -274,6 +288,24 @@ fn placed_end(address: u64, size: u64) -> u64 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_pool_within_a_device_window_hands_out_ranges_there() {
+        let window = MemoryRange {
+            base: 0x2000_0000_0000,
+            size: 3 * RANGE_SIZE + 5,
+        };
+        let mut pool = RangePool::within(window, 8);
+        let taken: Vec<MemoryRange> = std::iter::from_fn(|| pool.take()).collect();
+        let bases: Vec<u64> = taken.iter().map(|r| r.base).collect();
+        assert_eq!(
+            bases,
+            [0, 1, 2].map(|i| window.base + i * RANGE_SIZE),
+            "only whole ranges inside the window, lowest first"
+        );
+        pool.give_back(taken[1]);
+        assert_eq!(pool.take(), Some(taken[1]));
+    }
 
     fn space(quota: u64) -> AddressSpace {
         let mut pool = RangePool::new(4);

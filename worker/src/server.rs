@@ -75,7 +75,10 @@ impl Worker {
                 swapper,
                 idle_ticker_started: AtomicBool::new(false),
                 cache: Arc::new(ModuleCache::new(config.module_cache_bytes)),
-                ranges: Mutex::new(RangePool::new(config.max_sessions)),
+                ranges: Mutex::new(match device.session_window() {
+                    Some(window) => RangePool::within(window, config.max_sessions),
+                    None => RangePool::new(config.max_sessions),
+                }),
                 next_session: AtomicU64::new(1),
                 open_sessions: AtomicUsize::new(0),
                 gateway: std::sync::RwLock::new(None),

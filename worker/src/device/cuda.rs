@@ -5,11 +5,12 @@
 //! - **Contexts.** Each session gets its own context, so a kernel fault (which poisons its
 //!   context for good) ends only that session; the device's primary context is retained
 //!   for device-wide resources: the pinned staging buffers ([`staging`]).
-//! - **Memory.** A session's 1 TiB address range is reserved at its fixed base
-//!   (`cuMemAddressReserve`); each allocation maps physical memory (`cuMemCreate`,
-//!   `cuMemMap`, `cuMemSetAccess`) at the address the worker chose ([`mapping`]). Swap-out
-//!   frees every allocation, releasing the physical memory but keeping the reservation;
-//!   swap-in maps new memory at the same addresses.
+//! - **Memory.** At start the device reserves virtual addresses for all session ranges
+//!   (`cuMemAddressReserve`), kept for the worker's life; the worker hands out session ranges
+//!   inside that window ([`Device::session_window`]). Each allocation maps physical memory
+//!   (`cuMemCreate`, `cuMemMap`, `cuMemSetAccess`) at the address the worker chose
+//!   ([`mapping`]). Swap-out frees every allocation, releasing the physical memory but
+//!   keeping the reservation; swap-in maps new memory at the same addresses.
 //! - **Modules** go to the driver as they come (fatbin, cubin or PTX); kernels and their
 //!   parameter layouts come from the driver, module variables from the image's own symbol
 //!   names ([`image`]).
@@ -31,6 +32,7 @@ mod session;
 mod staging;
 
 use super::{Device, DeviceSession, DeviceTelemetry};
+use crate::address_space::{RANGE_SIZE, RANGES_BASE};
 use crate::config::BackendChoice;
 use crate::error::DeviceError;
 use cudarc::driver::sys;
@@ -195,6 +197,8 @@ pub fn detect() -> Detection {
 /// A GPU and the resources its sessions share.
 struct Gpu {
     device: sys::CUdevice,
+    /// Virtual addresses reserved for all sessions' ranges, for the worker's life.
+    window: MemoryRange,
     /// Allocation granularity of the device's memory (bytes).
     granularity: u64,
     primary: sys::CUcontext,
@@ -213,6 +217,9 @@ impl Drop for Gpu {
     fn drop(&mut self) {
         // SAFETY: dropped exactly once, here, while the primary context is still retained.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.staging) };
+        // SAFETY: the window reserved in `CudaDevice::open`; every session (each holds an
+        // `Arc<Gpu>`) has unmapped its memory and ended.
+        let _ = unsafe { sys::cuMemAddressFree(self.window.base, self.window.size as usize) };
         // SAFETY: releases the retain made in `CudaDevice::open`.
         let _ = unsafe { sys::cuDevicePrimaryCtxRelease_v2(self.device) };
     }
@@ -257,8 +264,10 @@ impl CudaDevice {
                 unsafe { sys::cuDevicePrimaryCtxRetain(&mut primary, device) },
                 "retaining the primary context",
             )?;
+            let window = reserve_window(granularity)?;
             let gpu = Gpu {
                 device,
+                window,
                 granularity,
                 primary,
                 staging: std::mem::ManuallyDrop::new(staging::StagingPool::new(primary)),
@@ -295,6 +304,49 @@ impl CudaDevice {
     }
 }
 
+/// Session ranges the worker asks a GPU to reserve at first; fewer if the driver refuses.
+const WINDOW_RANGES: u32 = 32;
+
+/// Reserves virtual addresses for every session's range, once, at worker start: a session
+/// range must be an address range the driver can reserve (with unified addressing it must
+/// also be free in the worker's own address space), which a fixed layout cannot promise. The
+/// worker then hands out session ranges inside it (`Device::session_window`). The worker's
+/// usual base is passed as a hint; the driver may place the window elsewhere.
+fn reserve_window(granularity: u64) -> Result<MemoryRange, DeviceError> {
+    let mut ranges = WINDOW_RANGES;
+    loop {
+        let size = u64::from(ranges) * RANGE_SIZE;
+        let mut base: sys::CUdeviceptr = 0;
+        // SAFETY: valid out-pointer; reserves virtual addresses only.
+        let result = unsafe {
+            sys::cuMemAddressReserve(
+                &mut base,
+                size as usize,
+                granularity as usize,
+                RANGES_BASE,
+                0,
+            )
+        };
+        match result {
+            sys::CUresult::CUDA_SUCCESS => {
+                tracing::info!(
+                    base = format!("0x{base:x}"),
+                    sessions = ranges,
+                    "reserved the sessions' device address ranges"
+                );
+                return Ok(MemoryRange { base, size });
+            }
+            _ if ranges > 1 => ranges /= 2,
+            other => {
+                return Err(driver::error(
+                    other,
+                    "reserving virtual addresses for one session range (1 TiB)",
+                ));
+            }
+        }
+    }
+}
+
 impl Device for CudaDevice {
     fn properties(&self) -> &DeviceProperties {
         &self.properties
@@ -312,6 +364,10 @@ impl Device for CudaDevice {
             self.gpu.clone(),
             range,
         )?))
+    }
+
+    fn session_window(&self) -> Option<MemoryRange> {
+        Some(self.gpu.window)
     }
 
     fn telemetry(&self) -> Option<DeviceTelemetry> {

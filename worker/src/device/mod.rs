@@ -84,6 +84,12 @@ pub trait Device: Send + Sync {
         worker_half: u64,
     ) -> Result<Box<dyn DeviceSession>, DeviceError>;
 
+    /// Where session address ranges must lie, if the device decides that (a GPU: the
+    /// virtual addresses its driver reserved); `None` for the worker's default layout.
+    fn session_window(&self) -> Option<MemoryRange> {
+        None
+    }
+
     /// A live reading of the device for metrics, where the device has one (a GPU with NVML).
     fn telemetry(&self) -> Option<DeviceTelemetry> {
         None

@@ -42,6 +42,8 @@ pub struct CudaSession {
     copy_stream: sys::CUstream,
     /// One per staging buffer: recorded after the copy that uses it.
     copy_done: [sys::CUevent; 2],
+    /// The session's range, inside the device's reserved window (the reservation outlives
+    /// the session: addresses stay the worker's).
     reservation: MemoryRange,
     chunks: ChunkMap,
     handles: HashMap<u64, sys::CUmemGenericAllocationHandle>,
@@ -54,7 +56,7 @@ pub struct CudaSession {
 unsafe impl Send for CudaSession {}
 
 impl CudaSession {
-    /// Creates the session's context and streams and reserves `range` at its base.
+    /// Creates the session's context and streams for `range` (inside the device's window).
     pub fn open(gpu: Arc<Gpu>, range: MemoryRange) -> Result<Self, DeviceError> {
         let context = create_context(gpu.device)?;
         let mut session = CudaSession {
@@ -101,26 +103,18 @@ impl CudaSession {
                 range.base, range.size
             )));
         }
-        let mut reserved: sys::CUdeviceptr = 0;
-        check(
-            // SAFETY: valid out-pointer; reserves virtual addresses only.
-            unsafe {
-                sys::cuMemAddressReserve(&mut reserved, range.size as usize, 0, range.base, 0)
-            },
-            "reserving the session's address range",
-        )?;
-        if reserved != range.base {
-            // SAFETY: frees exactly the range just reserved.
-            let _ = unsafe { sys::cuMemAddressFree(reserved, range.size as usize) };
-            return Err(DeviceError::new(
-                CuResult::ERROR_OUT_OF_MEMORY,
-                format!(
-                    "the GPU driver could not reserve the session's address range at \
-                     0x{:x} (+{} bytes; it offered 0x{reserved:x}): device addresses could not \
-                     stay stable; restart the worker or run fewer processes using the GPU",
-                    range.base, range.size
-                ),
-            ));
+        let window = self.gpu.window;
+        let inside = range.base >= window.base
+            && range
+                .base
+                .checked_add(range.size)
+                .is_some_and(|end| end <= window.base + window.size);
+        if !inside {
+            return Err(DeviceError::invalid_value(format!(
+                "session range 0x{:x}+0x{:x} is outside the addresses the GPU reserved \
+                 (0x{:x}+0x{:x})",
+                range.base, range.size, window.base, window.size
+            )));
         }
         self.reservation = range;
         self.chunks = ChunkMap::new(granularity);
@@ -662,12 +656,6 @@ impl Drop for CudaSession {
         let chunks: Vec<Span> = self.chunks.chunks().collect();
         for span in chunks {
             let _ = self.unmap(span);
-        }
-        if self.reservation.size > 0 {
-            // SAFETY: the reservation made at open; nothing is mapped in it any more.
-            let _ = unsafe {
-                sys::cuMemAddressFree(self.reservation.base, self.reservation.size as usize)
-            };
         }
         for event in self.copy_done {
             if !event.is_null() {
