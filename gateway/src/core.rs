@@ -632,6 +632,17 @@ impl Gateway {
             .collect()
     }
 
+    /// A tenant's quota and whether it is its own (`false`: the default applies). Read from
+    /// the pool, which mirrors the stored quotas: no database read on this path.
+    pub fn tenant_quota(&self, tenant: &str) -> (gpufn_pool::TenantQuota, bool) {
+        let core = self.core();
+        let id = TenantId(tenant.to_owned());
+        match core.pool.own_tenant_quota(&id) {
+            Some(quota) => (quota, true),
+            None => (core.pool.tenant_quota(&id), false),
+        }
+    }
+
     /// Applies a tenant's quota to the pool (after it was stored).
     pub fn set_quota(&self, tenant: &str, quota: Option<gpufn_pool::TenantQuota>) {
         let mut core = self.core();

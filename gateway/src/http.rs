@@ -27,7 +27,7 @@ use gpufn_proto::message::{Qos, ResourceRequest};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
@@ -140,7 +140,11 @@ pub fn error_response(e: &ApiError) -> Resp {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    json_bytes(status, value.to_string().into_bytes())
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -381,44 +385,69 @@ fn metrics(gateway: &Gateway, req: &Request<Incoming>) -> Resp {
     r
 }
 
-fn session_json(s: &gpufn_pool::Session) -> Value {
-    json!({
-        "id": s.id.0,
-        "tenant": s.tenant.0,
-        "function": s.function,
-        "worker": s.device.worker.0,
-        "device": s.device.index,
-        "state": s.state.name(),
-        "vram_bytes": s.vram_bytes,
-        "compute_percent": s.compute_percent,
-        "qos": s.qos,
-        "last_active_ms": s.last_active.0,
-    })
+/// `GET /v1/pool`, serialized straight from the pool's view (no intermediate JSON tree).
+#[derive(Serialize)]
+struct PoolAnswer<'a> {
+    now_ms: u64,
+    workers: &'a [gpufn_pool::WorkerView],
+    totals: &'a gpufn_pool::SessionCounts,
+    tenants: Vec<&'a gpufn_pool::TenantView>,
+    sessions: Vec<SessionAnswer<'a>>,
+}
+
+/// A live session in `GET /v1/pool`.
+#[derive(Serialize)]
+struct SessionAnswer<'a> {
+    id: u64,
+    tenant: &'a str,
+    function: Option<&'a str>,
+    worker: &'a str,
+    device: u32,
+    state: &'static str,
+    vram_bytes: u64,
+    compute_percent: u8,
+    qos: gpufn_pool::Qos,
+    last_active_ms: u64,
+}
+
+impl<'a> From<&'a gpufn_pool::Session> for SessionAnswer<'a> {
+    fn from(s: &'a gpufn_pool::Session) -> Self {
+        SessionAnswer {
+            id: s.id.0,
+            tenant: &s.tenant.0,
+            function: s.function.as_deref(),
+            worker: &s.device.worker.0,
+            device: s.device.index,
+            state: s.state.name(),
+            vram_bytes: s.vram_bytes,
+            compute_percent: s.compute_percent,
+            qos: s.qos,
+            last_active_ms: s.last_active.0,
+        }
+    }
 }
 
 fn pool(gateway: &Gateway, p: &Principal) -> Resp {
     let view = gateway.pool_view();
     let own = (!p.is_admin()).then_some(p.tenant.as_str());
-    let sessions: Vec<Value> = gateway
-        .live_sessions(own)
-        .iter()
-        .map(session_json)
-        .collect();
-    let tenants: Vec<_> = view
-        .tenants
-        .iter()
-        .filter(|t| own.is_none_or(|o| t.tenant.0 == o))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "now_ms": view.now.0,
-            "workers": view.workers,
-            "totals": view.sessions,
-            "tenants": tenants,
-            "sessions": sessions,
-        }),
-    )
+    let sessions = gateway.live_sessions(own);
+    let answer = PoolAnswer {
+        now_ms: view.now.0,
+        workers: &view.workers,
+        totals: &view.sessions,
+        tenants: view
+            .tenants
+            .iter()
+            .filter(|t| own.is_none_or(|o| t.tenant.0 == o))
+            .collect(),
+        sessions: sessions.iter().map(SessionAnswer::from).collect(),
+    };
+    match serde_json::to_vec(&answer) {
+        Ok(body) => json_bytes(StatusCode::OK, body),
+        Err(e) => error_response(&ApiError::internal(format!(
+            "cannot encode the pool view: {e}"
+        ))),
+    }
 }
 
 fn list_sessions(gateway: &Gateway, p: &Principal, q: &Query) -> Result<Resp, ApiError> {
@@ -571,14 +600,13 @@ fn list_tenants(gateway: &Gateway, p: &Principal) -> Result<Resp, ApiError> {
 
 fn get_tenant(gateway: &Gateway, p: &Principal, name: &str) -> Result<Resp, ApiError> {
     p.require_tenant(name)?;
-    let record = gateway.store.tenant(name)?;
-    let quota = record.as_ref().map(|r| r.quota);
+    let (quota, own) = gateway.tenant_quota(name);
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "name": name,
-            "quota": quota.unwrap_or(gateway.config.pool.default_quota),
-            "default_quota": record.is_none(),
+            "quota": quota,
+            "default_quota": !own,
         }),
     ))
 }

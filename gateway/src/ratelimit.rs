@@ -27,9 +27,13 @@ impl TenantRateLimiter {
 
     fn check_at(&self, tenant: &str, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = buckets
-            .entry(tenant.to_owned())
-            .or_insert((self.burst, now));
+        // Look up before inserting: the tenant's name is copied only for its first request.
+        if !buckets.contains_key(tenant) {
+            buckets.insert(tenant.to_owned(), (self.burst, now));
+        }
+        let Some((tokens, last)) = buckets.get_mut(tenant) else {
+            return Ok(()); // Inserted just above.
+        };
         let elapsed = now.saturating_duration_since(*last).as_secs_f64();
         *tokens = (*tokens + elapsed * self.rate).min(self.burst);
         *last = now;

@@ -413,6 +413,18 @@ async fn restart_keeps_tenants_quotas_and_the_ledger() {
     let (_, tenants) = http(&g, "GET", "/v1/tenants", Some(&admin), None).await;
     assert_eq!(tenants["tenants"][0]["name"], "acme");
     assert_eq!(tenants["tenants"][0]["quota"]["max_sessions"], 5);
+    // A tenant reads its own quota; one without a quota of its own gets the default.
+    let acme = token(&g, "acme", &[Scope::Session]);
+    let (s, own) = http(&g, "GET", "/v1/tenants/acme", Some(&acme), None).await;
+    assert_eq!(s, 200, "{own}");
+    assert_eq!(
+        (&own["quota"]["max_sessions"], &own["default_quota"]),
+        (&json!(5), &json!(false))
+    );
+    let (_, other) = http(&g, "GET", "/v1/tenants/newco", Some(&admin), None).await;
+    assert_eq!(other["default_quota"], true, "{other}");
+    let (s, _) = http(&g, "GET", "/v1/tenants/newco", Some(&acme), None).await;
+    assert_eq!(s, 403);
     let (_, usage) = http(&g, "GET", "/v1/usage?tenant=acme", Some(&admin), None).await;
     let row = &usage["usage"][0];
     // The ledger's totals equal what the session used, and survived the restart.

@@ -262,6 +262,11 @@ impl Pool {
         }
     }
 
+    /// A tenant's own quota, if one was set (`None`: the default applies).
+    pub fn own_tenant_quota(&self, tenant: &TenantId) -> Option<TenantQuota> {
+        self.tenants.get(tenant).and_then(|t| t.quota)
+    }
+
     /// The quota that applies to a tenant.
     pub fn tenant_quota(&self, tenant: &TenantId) -> TenantQuota {
         self.tenants

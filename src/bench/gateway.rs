@@ -25,18 +25,27 @@ pub struct Options {
 pub struct Report {
     attach_direct: (Duration, Duration),
     attach_gateway: (Duration, Duration),
-    bare_rps: f64,
-    gateway_rps: f64,
+    throughput: Throughput,
     placement: (Duration, Duration),
     cores: usize,
+    load_average: String,
+}
+
+/// Requests per second (median of the rounds), each server measured alternately.
+struct Throughput {
+    bare: f64,
+    healthz: f64,
+    tenant: f64,
+    pool: f64,
+    pool_bytes: usize,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "gateway benchmark ({} cores, loopback, cpu-backend worker)",
-            self.cores
+            "gateway benchmark ({} cores, load average {}, loopback, cpu-backend worker)",
+            self.cores, self.load_average
         )?;
         writeln!(
             f,
@@ -46,15 +55,32 @@ impl fmt::Display for Report {
             self.attach_gateway.0,
             self.attach_gateway.1
         )?;
+        let t = &self.throughput;
+        let per_core = |rps: f64| rps / self.cores as f64;
         writeln!(
             f,
-            "small requests: bare hyper {:.0} req/s ({:.0} per core); gateway GET /v1/pool with JWT {:.0} req/s ({:.0} per core): {:.0}% of bare",
-            self.bare_rps,
-            self.bare_rps / self.cores as f64,
-            self.gateway_rps,
-            self.gateway_rps / self.cores as f64,
-            100.0 * self.gateway_rps / self.bare_rps
+            "small requests, baseline: bare hyper answering 28 B of JSON {:.0} req/s ({:.0} per core)",
+            t.bare,
+            per_core(t.bare)
         )?;
+        for (what, rps) in [
+            ("GET /healthz (no token)", t.healthz),
+            (
+                "GET /v1/tenants/bench with JWT (authenticated small request)",
+                t.tenant,
+            ),
+            (
+                &format!("GET /v1/pool with JWT ({} B answer)", t.pool_bytes) as &str,
+                t.pool,
+            ),
+        ] {
+            writeln!(
+                f,
+                "  gateway {what}: {rps:.0} req/s ({:.0} per core): {:.0}% of bare",
+                per_core(rps),
+                100.0 * rps / t.bare
+            )?;
+        }
         write!(
             f,
             "placement decision, 1,000 workers × 10,000 sessions: p50 {:?}, p99 {:?}",
@@ -130,41 +156,45 @@ async fn attach(gateway: &Address, token: &str) -> anyhow::Result<(Address, Stri
     out.ok_or_else(|| anyhow::anyhow!("no Attached reply"))
 }
 
-/// `requests` GETs over `concurrency` keep-alive connections; requests per second.
+/// `requests` GETs over `concurrency` keep-alive connections; successful (2xx) requests per
+/// second. Any other answer fails the benchmark: a refused request is not throughput.
 async fn load(
     url: String,
     path: &'static str,
     token: Option<String>,
     requests: usize,
     concurrency: usize,
-) -> f64 {
+) -> anyhow::Result<f64> {
     let per_task = requests / concurrency;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
+    let uri: http::Uri = format!("{url}{path}").parse()?;
+    let authorization = token.map(|t| format!("Bearer {t}"));
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (url, token, client) = (url.clone(), token.clone(), client.clone());
+            let (uri, authorization, client) = (uri.clone(), authorization.clone(), client.clone());
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    let mut request = http::Request::get(format!("{url}{path}"));
-                    if let Some(t) = &token {
-                        request = request.header("authorization", format!("Bearer {t}"));
+                    let mut request = http::Request::get(uri.clone());
+                    if let Some(a) = &authorization {
+                        request = request.header("authorization", a);
                     }
-                    let Ok(request) = request.body(Full::<Bytes>::default()) else {
-                        return;
-                    };
-                    if let Ok(response) = client.request(request).await {
-                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
-                    }
+                    let response = client
+                        .request(request.body(Full::<Bytes>::default())?)
+                        .await?;
+                    let status = response.status();
+                    http_body_util::BodyExt::collect(response.into_body()).await?;
+                    anyhow::ensure!(status.is_success(), "GET {uri} answered {status}");
                 }
+                anyhow::Ok(())
             })
         })
         .collect();
     for t in tasks {
-        let _ = t.await;
+        t.await??;
     }
-    (per_task * concurrency) as f64 / started.elapsed().as_secs_f64()
+    Ok((per_task * concurrency) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// A bare hyper server answering a small JSON body, for the baseline.
@@ -254,27 +284,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         through.push(t.elapsed());
     }
 
-    let bare = bare_server().await?;
+    // The attached sessions end once the worker's heartbeat reports them closed; measure
+    // against the steady pool (one worker, no sessions).
     let gateway_url = format!("http://{}", g.http_addr);
-    // Warm both, then measure alternately.
-    load(format!("http://{bare}"), "/", None, 200, 4).await;
-    load(gateway_url.clone(), "/v1/pool", Some(token.clone()), 200, 4).await;
-    let bare_rps = load(
-        format!("http://{bare}"),
-        "/",
-        None,
-        options.requests,
-        options.concurrency,
-    )
-    .await;
-    let gateway_rps = load(
-        gateway_url,
-        "/v1/pool",
-        Some(token),
-        options.requests,
-        options.concurrency,
-    )
-    .await;
+    for _ in 0..100 {
+        if g.gateway.live_sessions(None).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool_bytes = gpufn_gateway::client::get_json(&gateway_url, "/v1/pool", Some(&token))
+        .await?
+        .to_string()
+        .len();
+    let throughput = throughput(&gateway_url, &token, options).await?;
 
     let placement = tokio::task::spawn_blocking({
         let samples = options.placement_samples;
@@ -285,10 +308,64 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     Ok(Report {
         attach_direct: percentiles(direct),
         attach_gateway: percentiles(through),
-        bare_rps,
-        gateway_rps,
+        throughput: Throughput {
+            pool_bytes,
+            ..throughput
+        },
         placement,
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into()),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+/// Measures the bare server and the gateway's routes alternately, `ROUNDS` times each; the
+/// median of each.
+async fn throughput(
+    gateway_url: &str,
+    token: &str,
+    options: &Options,
+) -> anyhow::Result<Throughput> {
+    const ROUNDS: usize = 3;
+    let bare_url = format!("http://{}", bare_server().await?);
+    let targets: [(&str, &'static str, Option<String>); 4] = [
+        (&bare_url, "/", None),
+        (gateway_url, "/healthz", None),
+        (gateway_url, "/v1/tenants/bench", Some(token.to_owned())),
+        (gateway_url, "/v1/pool", Some(token.to_owned())),
+    ];
+    // Warm up every connection pool and cache.
+    for (url, path, token) in &targets {
+        load(url.to_string(), path, token.clone(), 200, 4).await?;
+    }
+    let mut rates = vec![Vec::new(); targets.len()];
+    for _ in 0..ROUNDS {
+        for ((url, path, token), rates) in targets.iter().zip(&mut rates) {
+            rates.push(
+                load(
+                    url.to_string(),
+                    path,
+                    token.clone(),
+                    options.requests,
+                    options.concurrency,
+                )
+                .await?,
+            );
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut rates = rates.into_iter().map(median);
+    let mut next = || rates.next().unwrap_or(0.0);
+    Ok(Throughput {
+        bare: next(),
+        healthz: next(),
+        tenant: next(),
+        pool: next(),
+        pool_bytes: 0,
     })
 }
 
