@@ -348,12 +348,18 @@ impl Link {
         let mut sessions = worker.open_session_usage();
         with_swap_state(&mut sessions, &status, &mut self.swap_events);
         let used = sessions.iter().map(|s| s.resident_bytes).sum();
+        // A GPU with NVML reports its utilisation (a few quick driver queries); else 0.
+        let utilization = worker
+            .device()
+            .telemetry()
+            .and_then(|t| t.gpu_utilization_percent)
+            .map_or(0, |u| u.min(100) as u8);
         self.call(&Request::Heartbeat {
             worker_id: options.worker_id.clone(),
             devices: vec![DeviceUsage {
                 index: 0,
                 used_memory: used,
-                utilization_percent: 0,
+                utilization_percent: utilization,
                 sessions,
             }],
         })
