@@ -175,7 +175,7 @@ struct PtxArgs {
 
 #[derive(Args)]
 struct SwapArgs {
-    /// Session sizes in MiB (comma-separated).
+    /// Session sizes in MiB for the throughput part (comma-separated; 0: skip it).
     #[arg(long, value_delimiter = ',', default_value = "256,1024")]
     sizes_mib: Vec<u64>,
     /// Directory on the disk to measure (the disk tier and its baseline file go there).
@@ -289,7 +289,12 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Swap(args) => {
             let mut config = gpufn_swap::bench::BenchConfig::new(&args.dir);
-            config.sizes = args.sizes_mib.iter().map(|mib| mib << 20).collect();
+            config.sizes = args
+                .sizes_mib
+                .iter()
+                .filter(|&&mib| mib > 0)
+                .map(|mib| mib << 20)
+                .collect();
             config.direct_io = !args.buffered;
             config.repeats = args.repeats;
             if !config.sizes.is_empty() {

@@ -6,6 +6,11 @@
 //! hot session, and the baseline measured in the same round: a memcpy of the session's size for
 //! the host tier, `dd`'s O_DIRECT sequential read of a file that size in the swap directory
 //! for the disk and cold tiers. Figures are medians over the rounds.
+//!
+//! A swap-in maps the session's memory afresh before filling it (on the `cpu` backend: newly
+//! allocated host memory, whose pages fault in as they are first written), so each round also
+//! times a memcpy of the session's size into freshly allocated memory: the fastest the `cpu`
+//! backend could bring the bytes back on this machine.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,6 +47,8 @@ pub struct TierRow {
     pub hot_call: Duration,
     pub baseline_name: &'static str,
     pub baseline: Duration,
+    /// A memcpy of the session's size into freshly allocated memory.
+    pub fresh_memcpy: Duration,
 }
 
 pub struct Report {
@@ -87,11 +94,14 @@ async fn measure_tier(dir: &Path, tier: SwapState, options: &Options) -> anyhow:
     let mut first = Vec::new();
     let mut swap_in = Vec::new();
     let mut base = Vec::new();
+    let mut fresh = Vec::new();
+    let source = vec![0x5au8; usize::try_from(size)?];
     for _ in 0..options.rounds.max(1) {
         hot.push(best_hot_call(&mut session, probe_at).await?);
         wait_for_tier(&worker, session.id, tier).await?;
         // Measured while the session rests in its tier, so nothing else moves meanwhile.
         base.push(baseline.measure()?);
+        fresh.push(fresh_memcpy(&source));
         let start = Instant::now();
         let data = session.read(probe_at, PROBE_BYTES).await?;
         first.push(start.elapsed());
@@ -111,6 +121,7 @@ async fn measure_tier(dir: &Path, tier: SwapState, options: &Options) -> anyhow:
         hot_call: median(hot),
         baseline_name: baseline.name(),
         baseline: median(base),
+        fresh_memcpy: median(fresh),
     })
 }
 
@@ -200,6 +211,17 @@ async fn best_hot_call(session: &mut Session, at: u64) -> anyhow::Result<Duratio
         best = best.min(start.elapsed());
     }
     Ok(best)
+}
+
+/// Copies `source` into newly allocated (not yet touched) memory.
+fn fresh_memcpy(source: &[u8]) -> Duration {
+    let start = Instant::now();
+    let mut fresh = vec![0u8; source.len()];
+    fresh.copy_from_slice(source);
+    std::hint::black_box(&mut fresh);
+    let elapsed = start.elapsed();
+    drop(fresh);
+    elapsed
 }
 
 /// What the swap-in is compared with.
@@ -444,14 +466,14 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "| tier | first call after idle | swap-in alone | baseline (same rounds) | swap-in vs baseline | call when hot |"
+            "| tier | first call after idle | swap-in alone | baseline (same rounds) | swap-in vs baseline | memcpy into fresh memory | call when hot |"
         )?;
-        writeln!(f, "|---|---|---|---|---|---|")?;
+        writeln!(f, "|---|---|---|---|---|---|---|")?;
         for r in &self.rows {
             let gbps = |d: Duration| self.session_bytes as f64 / d.as_secs_f64().max(1e-9) / 1e9;
             writeln!(
                 f,
-                "| {} | {:.0} ms | {:.0} ms ({:.2} GB/s) | {} {:.0} ms ({:.2} GB/s) | {:.0}% | {:.0} µs |",
+                "| {} | {:.0} ms | {:.0} ms ({:.2} GB/s) | {} {:.0} ms ({:.2} GB/s) | {:.0}% | {:.0} ms ({:.2} GB/s) | {:.0} µs |",
                 format!("{:?}", r.tier).to_ascii_lowercase(),
                 ms(r.first_call),
                 ms(r.swap_in),
@@ -460,6 +482,8 @@ impl fmt::Display for Report {
                 ms(r.baseline),
                 gbps(r.baseline),
                 100.0 * r.baseline.as_secs_f64() / r.swap_in.as_secs_f64().max(1e-9),
+                ms(r.fresh_memcpy),
+                gbps(r.fresh_memcpy),
                 r.hot_call.as_secs_f64() * 1e6,
             )?;
         }
