@@ -17,7 +17,7 @@ use gpufn_proto::message::{
     GlobalInfo, ImageHash, KernelInfo, LaunchAttribute, MemoryRange, ModuleId, ParamLayout, Reply,
     ReplyMessage, Request, SessionId, StreamId, SwapState,
 };
-use gpufn_proto::{CuResult, FrameLimits};
+use gpufn_proto::{CuResult, DeviceAttribute, FrameLimits};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -785,6 +785,17 @@ impl Session {
         Ok((module, kernel))
     }
 
+    /// A device attribute as the device reports it (0 if it does not), for limits that
+    /// differ between GPUs.
+    fn device_attribute(&self, attribute: DeviceAttribute) -> u32 {
+        self.device
+            .properties()
+            .attributes
+            .iter()
+            .find(|(a, _)| *a == attribute)
+            .map_or(0, |(_, v)| u32::try_from(*v).unwrap_or(0))
+    }
+
     /// The most dynamic shared memory a launch of `function` may ask for.
     fn max_dynamic_shared(&self, function: FunctionRef) -> Result<u32, CallError> {
         let (module, kernel) = self.kernel(function)?;
@@ -793,9 +804,9 @@ impl Session {
             .get(&(function.index, func_attr::MAX_DYNAMIC_SHARED_SIZE_BYTES));
         Ok(match set {
             Some(v) => *v as u32,
-            None => {
-                crate::device::cpu::DEFAULT_SHARED_PER_BLOCK.saturating_sub(kernel.shared_bytes)
-            }
+            None => self
+                .device_attribute(DeviceAttribute::MAX_SHARED_MEMORY_PER_BLOCK)
+                .saturating_sub(kernel.shared_bytes),
         })
     }
 
@@ -810,7 +821,8 @@ impl Session {
             NUM_REGS => REPORTED_REGISTERS,
             PTX_VERSION => module.ptx_version.into(),
             BINARY_VERSION => {
-                let (major, minor) = crate::device::cpu::COMPUTE_CAPABILITY;
+                let major = self.device_attribute(DeviceAttribute::COMPUTE_CAPABILITY_MAJOR);
+                let minor = self.device_attribute(DeviceAttribute::COMPUTE_CAPABILITY_MINOR);
                 (major * 10 + minor).into()
             }
             MAX_DYNAMIC_SHARED_SIZE_BYTES => self.max_dynamic_shared(function)?.into(),
@@ -831,7 +843,9 @@ impl Session {
         let shared = kernel.shared_bytes;
         match attribute {
             MAX_DYNAMIC_SHARED_SIZE_BYTES => {
-                let max = crate::device::cpu::MAX_SHARED_PER_BLOCK_OPTIN.saturating_sub(shared);
+                let max = self
+                    .device_attribute(DeviceAttribute::MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+                    .saturating_sub(shared);
                 if value < 0 || value as u32 > max {
                     return Err(invalid(format!(
                         "dynamic shared memory of {value} bytes is above the device's {max}"

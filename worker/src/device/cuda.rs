@@ -217,9 +217,11 @@ impl Drop for Gpu {
     fn drop(&mut self) {
         // SAFETY: dropped exactly once, here, while the primary context is still retained.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.staging) };
-        // SAFETY: the window reserved in `CudaDevice::open`; every session (each holds an
-        // `Arc<Gpu>`) has unmapped its memory and ended.
-        let _ = unsafe { sys::cuMemAddressFree(self.window.base, self.window.size as usize) };
+        if let Ok(_current) = Current::enter(self.primary) {
+            // SAFETY: the window reserved in `CudaDevice::open`; every session (each holds
+            // an `Arc<Gpu>`) has unmapped its memory and ended.
+            let _ = unsafe { sys::cuMemAddressFree(self.window.base, self.window.size as usize) };
+        }
         // SAFETY: releases the retain made in `CudaDevice::open`.
         let _ = unsafe { sys::cuDevicePrimaryCtxRelease_v2(self.device) };
     }
@@ -257,14 +259,25 @@ impl CudaDevice {
                 "opening the device",
             )?;
             let properties = properties::read(device)?;
-            let granularity = session::granularity(device)?;
             let mut primary: sys::CUcontext = std::ptr::null_mut();
             check(
-                // SAFETY: valid out-pointer; released in `Gpu::drop`.
+                // SAFETY: valid out-pointer; released in `Gpu::drop` (or below on failure).
                 unsafe { sys::cuDevicePrimaryCtxRetain(&mut primary, device) },
                 "retaining the primary context",
             )?;
-            let window = reserve_window(granularity)?;
+            // The virtual memory calls run with the primary context current.
+            let layout = Current::enter(primary).and_then(|_current| {
+                let granularity = session::granularity(device)?;
+                Ok((granularity, reserve_window(granularity)?))
+            });
+            let (granularity, window) = match layout {
+                Ok(layout) => layout,
+                Err(e) => {
+                    // SAFETY: releases the retain made above.
+                    let _ = unsafe { sys::cuDevicePrimaryCtxRelease_v2(device) };
+                    return Err(e);
+                }
+            };
             let gpu = Gpu {
                 device,
                 window,
