@@ -8,7 +8,8 @@
 //! a reservation without an address is not supported. Physical memory exists on the worker
 //! only while mapped: `cuMemMap` is a `MemAlloc` at the mapped address, `cuMemUnmap` a
 //! `MemFree`, so the contents of unmapped memory are not kept (CUDA keeps them with the
-//! handle; gpufn's callers never remap a handle). Devices report
+//! handle; gpufn's callers never remap a handle). The stub's own `cuMemAlloc` placement does
+//! not avoid reservations, so a caller mixing both is not supported. Devices report
 //! `VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 0` to programs, so well-behaved programs do not
 //! come here.
 
