@@ -262,8 +262,8 @@ fn per_thread_default_stream_programs_print_correct_results() {
     );
 }
 
-/// Stream-ordered pools (`cudaMallocAsync`, pools, release threshold, trim) and 3D copies,
-/// with static and shared cudart.
+/// Stream-ordered pools (`cudaMallocAsync`, pools, release threshold, trim), 3D copies and
+/// copies split into many frames, with static and shared cudart.
 #[test]
 fn memory_pools_and_3d_copies_work_with_both_cudart_builds() {
     let tc = toolchain().unwrap();
@@ -283,6 +283,7 @@ fn memory_pools_and_3d_copies_work_with_both_cudart_builds() {
             "release threshold",
             "created pool",
             "memcpy3d",
+            "large copies",
             "mempool",
         ] {
             assert!(

@@ -1,8 +1,8 @@
 // Stream-ordered allocation and memory pools (cudaMallocAsync, cudaFreeAsync,
 // cudaMallocFromPoolAsync, cudaMemPoolCreate, cudaDeviceGetDefaultMemPool,
-// cudaMemPoolSetAttribute/GetAttribute, cudaMemPoolTrimTo, cudaDeviceSetMemPool) and 3D
-// copies (cudaMalloc3D, cudaMemset3D, cudaMemcpy3D in every direction), run through the gpufn
-// stub. Each case prints "<case> ok"; the program ends with "mempool ok". A CUDA error prints
+// cudaMemPoolSetAttribute/GetAttribute, cudaMemPoolTrimTo, cudaDeviceSetMemPool), 3D copies
+// (cudaMalloc3D, cudaMemset3D, cudaMemcpy3D in every direction) and copies large enough to be
+// split into many frames, run through the gpufn stub. Each case prints "<case> ok"; the program ends with "mempool ok". A CUDA error prints
 // its name and exits with 2; a wrong result exits with 1.
 #include <cstdint>
 #include <cstdio>
@@ -213,6 +213,37 @@ static void case_memcpy_3d() {
     std::printf("memcpy3d ok\n");
 }
 
+// Copies the stub splits into many 4 MiB frames (more than one window of device-to-host
+// requests), at an odd size, sync and async, plus a copy that runs past its allocation.
+static void case_large_copies(cudaStream_t stream) {
+    const size_t n = 40 * MiB + 12345;
+    std::vector<unsigned char> host(n), back(n, 0);
+    for (size_t i = 0; i < n; i++) host[i] = (unsigned char)(i * 2654435761u >> 13);
+    unsigned char *a, *b, *pinned;
+    CHECK(cudaMalloc((void**)&a, n));
+    CHECK(cudaMalloc((void**)&b, n));
+    CHECK(cudaMallocHost((void**)&pinned, n));
+    CHECK(cudaMemcpy(a, host.data(), n, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+    CHECK(cudaMemcpy(back.data(), b, n, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) EXPECT(back[i] == host[i], "sync copy [%zu]", i);
+    CHECK(cudaMemsetAsync(a, 0, n, stream));
+    CHECK(cudaMemcpyAsync(a, host.data(), n, cudaMemcpyHostToDevice, stream));
+    CHECK(cudaMemcpyAsync(pinned, a, n, cudaMemcpyDeviceToHost, stream));
+    CHECK(cudaStreamSynchronize(stream));
+    for (size_t i = 0; i < n; i++) EXPECT(pinned[i] == host[i], "async copy [%zu]", i);
+    // Reading 8 MiB past the end of `b` fails as a whole; the session carries on.
+    std::vector<unsigned char> over(n + 8 * MiB);
+    cudaError_t past = cudaMemcpy(over.data(), b, over.size(), cudaMemcpyDeviceToHost);
+    EXPECT(past == cudaErrorInvalidValue, "copy past the allocation: %s", cudaGetErrorName(past));
+    CHECK(cudaMemcpy(back.data(), a, n, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) EXPECT(back[i] == host[i], "after the error [%zu]", i);
+    CHECK(cudaFreeHost(pinned));
+    CHECK(cudaFree(a));
+    CHECK(cudaFree(b));
+    std::printf("large copies ok\n");
+}
+
 int main() {
     cudaStream_t stream;
     CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -220,6 +251,7 @@ int main() {
     case_release_threshold(stream);
     case_created_pool(stream);
     case_memcpy_3d();
+    case_large_copies(stream);
     CHECK(cudaStreamDestroy(stream));
     std::printf("mempool ok\n");
     return 0;
