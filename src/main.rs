@@ -148,6 +148,13 @@ struct GatewayBenchArgs {
     /// Placement decisions timed.
     #[arg(long, default_value_t = 10_000)]
     placement_samples: usize,
+    /// A CUDA program (e.g. tests/cuda/hello.cu built with nvcc) to time from `gpufn run`
+    /// start to its exit after its first kernel's result, through the gateway and direct.
+    #[arg(long)]
+    program: Option<std::path::PathBuf>,
+    /// Runs of --program each way.
+    #[arg(long, default_value_t = 30)]
+    program_runs: usize,
 }
 
 #[derive(Args)]
@@ -235,6 +242,8 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 requests: args.requests.max(args.concurrency.max(1)),
                 concurrency: args.concurrency.max(1),
                 placement_samples: args.placement_samples.max(1),
+                program: args.program,
+                program_runs: args.program_runs.max(1),
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
             let report = runtime.block_on(bench::gateway::run(&options))?;

@@ -20,11 +20,16 @@ pub struct Options {
     pub requests: usize,
     pub concurrency: usize,
     pub placement_samples: usize,
+    /// A CUDA program to time through `gpufn run` (start to exit), each way.
+    pub program: Option<std::path::PathBuf>,
+    pub program_runs: usize,
 }
 
 pub struct Report {
     attach_direct: (Duration, Duration),
     attach_gateway: (Duration, Duration),
+    /// `gpufn run -- PROGRAM`, start to exit: (direct, through the gateway) p50/p99.
+    program: Option<(String, (Duration, Duration), (Duration, Duration))>,
     throughput: Throughput,
     placement: (Duration, Duration),
     cores: usize,
@@ -55,6 +60,13 @@ impl fmt::Display for Report {
             self.attach_gateway.0,
             self.attach_gateway.1
         )?;
+        if let Some((name, direct, through)) = &self.program {
+            writeln!(
+                f,
+                "program start to exit after its first kernel's result ({name} via gpufn run, p50 / p99): direct to the worker {:?} / {:?}; through the gateway {:?} / {:?}",
+                direct.0, direct.1, through.0, through.1
+            )?;
+        }
         let t = &self.throughput;
         let per_core = |rps: f64| rps / self.cores as f64;
         writeln!(
@@ -284,6 +296,20 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         through.push(t.elapsed());
     }
 
+    let program = match &options.program {
+        Some(path) => Some(
+            time_program(
+                path,
+                options.program_runs,
+                &direct_address.to_string(),
+                &g.control_addr.to_string(),
+                &token,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
     // The attached sessions end once the worker's heartbeat reports them closed; measure
     // against the steady pool (one worker, no sessions).
     let gateway_url = format!("http://{}", g.http_addr);
@@ -308,6 +334,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     Ok(Report {
         attach_direct: percentiles(direct),
         attach_gateway: percentiles(through),
+        program,
         throughput: Throughput {
             pool_bytes,
             ..throughput
@@ -318,6 +345,58 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
             .unwrap_or_else(|_| "unknown".into()),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     })
+}
+
+/// Times `gpufn run -- PROGRAM` from start to exit, alternately direct to `worker` and
+/// placed through the gateway at `control` (GPUFN_GATEWAY, GPUFN_TOKEN). The program must
+/// succeed every time.
+async fn time_program(
+    program: &std::path::Path,
+    runs: usize,
+    worker: &str,
+    control: &str,
+    token: &str,
+) -> anyhow::Result<(String, (Duration, Duration), (Duration, Duration))> {
+    let gpufn = std::env::current_exe()?;
+    let run = |through_gateway: bool| {
+        let mut command = tokio::process::Command::new(&gpufn);
+        command.arg("run");
+        if through_gateway {
+            command
+                .env("GPUFN_GATEWAY", control)
+                .env("GPUFN_TOKEN", token);
+        } else {
+            command
+                .args(["--worker", worker])
+                .env_remove("GPUFN_GATEWAY");
+        }
+        command
+            .arg("--")
+            .arg(program)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (through_gateway, times) in [(false, &mut direct), (true, &mut through)] {
+            let started = Instant::now();
+            let output = run(through_gateway).output().await?;
+            times.push(started.elapsed());
+            anyhow::ensure!(
+                output.status.success(),
+                "{} failed ({}): {}",
+                program.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    let name = program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok((name, percentiles(direct), percentiles(through)))
 }
 
 /// Measures the bare server and the gateway's routes alternately, `ROUNDS` times each; the
