@@ -28,13 +28,16 @@ pub struct Options {
 pub struct Report {
     attach_direct: (Duration, Duration),
     attach_gateway: (Duration, Duration),
-    /// `gpufn run -- PROGRAM`, start to exit: (direct, through the gateway) p50/p99.
-    program: Option<(String, (Duration, Duration), (Duration, Duration))>,
+    program: Option<ProgramTimes>,
     throughput: Throughput,
     placement: (Duration, Duration),
     cores: usize,
     load_average: String,
 }
+
+/// `gpufn run -- PROGRAM`, start to exit: the program's name, then p50/p99 direct to the
+/// worker and through the gateway.
+type ProgramTimes = (String, (Duration, Duration), (Duration, Duration));
 
 /// Requests per second (median of the rounds), each server measured alternately.
 struct Throughput {
@@ -356,7 +359,7 @@ async fn time_program(
     worker: &str,
     control: &str,
     token: &str,
-) -> anyhow::Result<(String, (Duration, Duration), (Duration, Duration))> {
+) -> anyhow::Result<ProgramTimes> {
     let gpufn = std::env::current_exe()?;
     let run = |through_gateway: bool| {
         let mut command = tokio::process::Command::new(&gpufn);
