@@ -295,6 +295,40 @@ fn memory_pools_and_3d_copies_work_with_both_cudart_builds() {
     }
 }
 
+/// `gpufn bench stub` runs end to end on every transport and prints its tables (the numbers
+/// are not checked: timings belong in benchmarks, not tests).
+#[test]
+fn the_stub_benchmark_runs_on_every_transport() {
+    stub_library();
+    let mut command = Command::new(gpufn());
+    command.args([
+        "bench",
+        "stub",
+        "--rounds=1",
+        "--iterations=20",
+        "--launches=200",
+        "--copy-mib=1",
+        "--copy-total-mib=2",
+    ]);
+    let output = finish(command);
+    assert_success(&output, "gpufn bench stub");
+    let text = stdout(&output);
+    for row in [
+        "| QUIC | ",
+        "| TCP | ",
+        "| Unix socket | ",
+        "| QUIC | 1 MiB |",
+        "| TCP | 1 MiB |",
+        "| Unix socket | 1 MiB |",
+    ] {
+        assert!(
+            text.contains(row),
+            "{row} missing\n{}",
+            output_text(&output)
+        );
+    }
+}
+
 /// PTX text for the driver-API programs.
 fn kernels_ptx(tc: &Toolchain, name: &str) -> PathBuf {
     compile(tc, "kernels.cu", name, &["-ptx", "-arch=compute_80"])
