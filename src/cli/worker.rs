@@ -215,3 +215,57 @@ fn human_bytes(bytes: u64) -> String {
     }
     format!("{bytes} bytes")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use gpufn_proto::message::Qos;
+    use gpufn_worker::swap::SessionTerms;
+    use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    fn idle_timeouts(args: &[&str]) -> Vec<Duration> {
+        let cli = Cli::try_parse_from(std::iter::once("gpufn-worker").chain(args.iter().copied()))
+            .unwrap();
+        let settings = cli.worker.config().unwrap().swap;
+        [Qos::Low, Qos::Medium, Qos::High, Qos::Critical]
+            .into_iter()
+            .map(|qos| {
+                settings.idle_timeout_for(SessionTerms {
+                    qos,
+                    idle_timeout: None,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_qos_idles_10s_unless_configured() {
+        let s = Duration::from_secs;
+        assert_eq!(idle_timeouts(&[]), vec![s(10), s(10), s(10), s(10)]);
+        assert_eq!(
+            idle_timeouts(&[
+                "--idle-timeout",
+                "30s",
+                "--idle-timeout-qos",
+                "low=2s",
+                "--idle-timeout-qos",
+                "critical=5m",
+            ]),
+            vec![s(2), s(30), s(30), s(300)]
+        );
+        let bad = Cli::try_parse_from(["gpufn-worker", "--idle-timeout-qos", "urgent=1s"]);
+        assert!(
+            bad.err()
+                .unwrap()
+                .to_string()
+                .contains("low, medium, high or critical")
+        );
+    }
+}
