@@ -47,10 +47,13 @@ pub struct WorkerArgs {
     /// sessions are swapped out to make room).
     #[arg(long, default_value = "8GiB", value_parser = parse_size)]
     pub device_memory: u64,
-    /// A session with no call for this long is swapped out (e.g. 10s, 500ms, 2m).
+    /// A session with no call for this long is swapped out (e.g. 10s, 500ms, 2m), unless
+    /// its QoS has its own (--idle-timeout-qos) or its gateway ticket sets one (a function's
+    /// gpu_idle_timeout).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,
-    /// Idle timeout for one QoS class, e.g. `low=2s` (repeat for several).
+    /// Idle timeout for one QoS level (low, medium, high, critical), e.g. `low=2s` (repeat
+    /// for several).
     #[arg(long, value_parser = parse_qos_timeout)]
     pub idle_timeout_qos: Vec<(gpufn_proto::message::Qos, std::time::Duration)>,
     /// Host RAM for swapped-out sessions.
