@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gpufn_pool::{
-    Command, DeviceSpec, Millis, Pool, PoolView, Rejection, SessionRequest, SwapInDecision,
-    SwapOutReason, TenantId, WorkerId, WorkerSpec, WorkerUsage,
+    Command, DeviceSpec, IdleOverride, Millis, Pool, PoolView, Rejection, SessionRequest,
+    SwapInDecision, SwapOutReason, TenantId, WorkerId, WorkerSpec, WorkerUsage,
 };
 use gpufn_proto::message::{
     Backend, DeviceInventory, DeviceProperties, DeviceUsage, Qos, ResourceRequest, SwapState,
@@ -27,7 +27,7 @@ use crate::metering::{Billing, Meter};
 use crate::metrics::{DeviceLabels, Metrics, StateLabels, TenantLabels};
 use crate::ratelimit::TenantRateLimiter;
 use crate::store::{SessionRecord, Store, UsageDelta};
-use crate::ticket::TicketIssuer;
+use crate::ticket::{SessionGrant, TicketIssuer};
 use crate::worker_link::WorkerLinks;
 
 /// Names of the secrets in the store.
@@ -365,6 +365,18 @@ impl Gateway {
         principal: &Principal,
         request: &ResourceRequest,
     ) -> Result<Attached, ApiError> {
+        self.attach_with_idle(principal, request, None).await
+    }
+
+    /// Places a session with its own idle timeouts (a function's, from its manifest) in place
+    /// of the pool's per-QoS ones; both the pool and the worker's ticket get them, so neither
+    /// swaps the session out early.
+    pub async fn attach_with_idle(
+        self: &Arc<Self>,
+        principal: &Principal,
+        request: &ResourceRequest,
+        idle: Option<IdleOverride>,
+    ) -> Result<Attached, ApiError> {
         principal.require(Scope::Session)?;
         if request.vram_bytes == 0 {
             return Err(ApiError::bad_request(
@@ -384,6 +396,7 @@ impl Gateway {
                 qos: pool_qos(request.qos),
                 backend: None,
                 strategy: None,
+                idle,
             };
             let placement = core
                 .pool
@@ -460,14 +473,15 @@ impl Gateway {
         let device = self
             .device_properties(&worker, placement.device.index, request.vram_bytes)
             .ok_or_else(|| ApiError::internal("the placed worker has no such device"))?;
-        let ticket = self.tickets.session_ticket(
-            &worker,
-            id,
-            &principal.tenant,
-            request.vram_bytes,
-            request.compute_percent,
-            qos_name(request.qos),
-        );
+        let ticket = self.tickets.grant(&SessionGrant {
+            worker: worker.clone(),
+            session: id,
+            tenant: principal.tenant.clone(),
+            vram_bytes: request.vram_bytes,
+            compute_percent: request.compute_percent,
+            qos: request.qos,
+            idle_timeout: idle.and_then(|i| i.swap_out_after),
+        });
         Ok(Attached {
             session: id,
             worker,

@@ -34,6 +34,7 @@ fn request(vram_gib: u64, qos: Qos, strategy: PlacementStrategy) -> SessionReque
         qos,
         backend: None,
         strategy: Some(strategy),
+        idle: None,
     }
 }
 

@@ -83,6 +83,7 @@ pub fn fixture(workers: usize, sessions: usize) -> Pool {
             qos: Qos::ALL[sequence.next(4) as usize],
             backend: None,
             strategy: None,
+            idle: None,
         };
         if pool.request_session(request, Millis(1)).is_err() {
             break;
@@ -133,6 +134,7 @@ pub fn saturated_fixture(workers: usize) -> Pool {
             qos: Qos::Low,
             backend: None,
             strategy: None,
+            idle: None,
         };
         let _ = pool.request_session(request, Millis(1));
     }
@@ -158,6 +160,7 @@ pub fn reclaim_requests(samples: usize) -> Vec<SessionRequest> {
             qos: Qos::High,
             backend: None,
             strategy: None,
+            idle: None,
         })
         .collect()
 }
@@ -204,6 +207,7 @@ fn sample_request(sequence: &mut Sequence, i: usize) -> SessionRequest {
         qos: Qos::ALL[sequence.next(4) as usize],
         backend: None,
         strategy: None,
+        idle: None,
     }
 }
 
@@ -235,6 +239,7 @@ mod tests {
             qos: Qos::High,
             backend: None,
             strategy: None,
+            idle: None,
         };
         let plan = pool.plan_placement(&request, Millis(2_000)).unwrap();
         assert_eq!(plan.swap_out.len(), 1);

@@ -23,14 +23,16 @@ pub(crate) fn idle_action(
     config: &PoolConfig,
 ) -> Option<IdleAction> {
     let idle_for = now.since(session.last_active);
+    let own = session.idle.unwrap_or_default();
     match session.state {
-        SessionState::Resident => config
-            .idle_timeout
-            .get(session.qos)
+        SessionState::Resident => own
+            .swap_out_after
+            .or(config.idle_timeout.get(session.qos))
             .filter(|timeout| idle_for >= *timeout)
             .map(|_| IdleAction::SwapOut),
-        SessionState::SwappedOut if session.function.is_some() => config
-            .scale_to_zero_after
+        SessionState::SwappedOut if session.function.is_some() => own
+            .end_after
+            .or(config.scale_to_zero_after)
             .filter(|delay| idle_for >= *delay)
             .map(|_| IdleAction::ScaleToZero),
         _ => None,
@@ -82,6 +84,7 @@ mod tests {
     use super::*;
     use crate::ids::DeviceRef;
     use crate::qos::{PerQos, Qos};
+    use crate::session::IdleOverride;
 
     fn session(id: u64, state: SessionState, qos: Qos, last_active: u64) -> Session {
         Session {
@@ -98,6 +101,7 @@ mod tests {
             state,
             created_at: Millis(0),
             last_active: Millis(last_active),
+            idle: None,
             waiting_since: 0,
         }
     }
@@ -151,6 +155,45 @@ mod tests {
             ..config()
         };
         assert_eq!(idle_action(&swapped, Millis(u64::MAX), &never), None);
+    }
+
+    #[test]
+    fn a_sessions_own_timeouts_replace_the_pools() {
+        let c = config();
+        let own = IdleOverride {
+            swap_out_after: Some(Duration::from_secs(90)),
+            end_after: Some(Duration::from_secs(600)),
+        };
+        // A low-QoS function session whose manifest says 90 s outlives the pool's 5 s…
+        let mut resident = session(1, SessionState::Resident, Qos::Low, 0);
+        resident.idle = Some(own);
+        assert_eq!(idle_action(&resident, Millis(89_999), &c), None);
+        assert_eq!(
+            idle_action(&resident, Millis(90_000), &c),
+            Some(IdleAction::SwapOut)
+        );
+        // …and a critical one, which the pool never swaps out, still goes after its own timeout.
+        resident.qos = Qos::Critical;
+        assert_eq!(
+            idle_action(&resident, Millis(90_000), &c),
+            Some(IdleAction::SwapOut)
+        );
+        let mut swapped = session(2, SessionState::SwappedOut, Qos::Low, 0);
+        swapped.idle = Some(own);
+        assert_eq!(idle_action(&swapped, Millis(599_999), &c), None);
+        assert_eq!(
+            idle_action(&swapped, Millis(600_000), &c),
+            Some(IdleAction::ScaleToZero)
+        );
+        // An override naming only one timeout keeps the pool's other one.
+        swapped.idle = Some(IdleOverride {
+            swap_out_after: Some(Duration::from_secs(1)),
+            end_after: None,
+        });
+        assert_eq!(
+            idle_action(&swapped, Millis(60_000), &c),
+            Some(IdleAction::ScaleToZero)
+        );
     }
 
     #[test]

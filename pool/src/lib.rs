@@ -49,6 +49,7 @@
 //!     qos: Qos::High,
 //!     backend: None,
 //!     strategy: None,
+//!     idle: None,
 //! };
 //! let placement = pool.request_session(request, Millis(10)).unwrap();
 //! assert!(placement.ready);
@@ -83,6 +84,6 @@ pub use placement::PlacementStrategy;
 pub use pool::{Placement, PlacementPlan, Pool, PrewarmDecision, SwapInDecision};
 pub use qos::{PerQos, Qos};
 pub use quota::{QuotaExceeded, RateLimit, TenantQuota};
-pub use session::{Session, SessionRequest, SessionState};
+pub use session::{IdleOverride, Session, SessionRequest, SessionState};
 pub use time::Millis;
 pub use view::{DeviceView, PoolView, SessionCounts, TenantView, WorkerView};

@@ -334,6 +334,7 @@ impl Pool {
             state: SessionState::Waiting,
             created_at: now,
             last_active: now,
+            idle: request.idle,
             waiting_since: 0,
         };
         let id = session.id;

@@ -1,5 +1,7 @@
 //! Sessions: what a client asks for, and what the pool knows about each live session.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceRef, SessionId, TenantId};
@@ -28,6 +30,19 @@ pub struct SessionRequest {
     pub backend: Option<Backend>,
     /// Overrides the pool's placement strategy for this request.
     pub strategy: Option<PlacementStrategy>,
+    /// Overrides the pool's idle timeouts for this session (a function's own).
+    #[serde(default)]
+    pub idle: Option<IdleOverride>,
+}
+
+/// A session's own idle timeouts, in place of the pool's per-QoS ones. Functions set these from
+/// their manifest, so a function idle 60 s is not swapped out by the pool's 10 s default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdleOverride {
+    /// Swap out a resident session idle this long; `None` keeps the pool's per-QoS timeout.
+    pub swap_out_after: Option<Duration>,
+    /// End a swapped-out function session idle this long; `None` keeps the pool's delay.
+    pub end_after: Option<Duration>,
 }
 
 /// Where a session's memory is.
@@ -103,6 +118,8 @@ pub struct Session {
     pub created_at: Millis,
     /// Its last reported activity (admission, a call, a swap-in).
     pub last_active: Millis,
+    /// Its own idle timeouts, if it has any.
+    pub idle: Option<IdleOverride>,
     /// Admission order among waiting sessions (first come, first served).
     #[serde(skip)]
     pub(crate) waiting_since: u64,

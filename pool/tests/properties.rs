@@ -631,6 +631,7 @@ fn run(config: PoolConfig, steps: &[(u64, Event)]) -> Vec<String> {
                     qos: Qos::ALL[usize::from(*qos)],
                     backend: [None, Some(Backend::Cuda), Some(Backend::Cpu)][usize::from(*backend)],
                     strategy: spread.then_some(PlacementStrategy::Spread),
+                    idle: None,
                 };
                 let before = pool.view(now);
                 let sessions_before: Vec<Session> = pool.sessions().cloned().collect();

@@ -38,6 +38,7 @@ fn request(id: u64, gib: u64, qos: Qos) -> SessionRequest {
         qos,
         backend: None,
         strategy: None,
+        idle: None,
     }
 }
 
