@@ -119,14 +119,35 @@ pub async fn invoke(
     let stub_dir = gateway.functions.stub_dir()?.to_path_buf();
     let timeout = function.manifest.limits.timeout;
     let (admit, slot) = acquire(gateway, function, arrived + timeout).await?;
+    let mut slot = Some(slot);
     timings.queue = arrived.elapsed();
     let result = match (&function.manifest.protocol, admit) {
         (Protocol::Exec, Admit::Start(id)) => {
-            run_exec(gateway, function, id, &stub_dir, request, &mut timings).await
+            // The process's slot stays taken until its session has ended (after the answer).
+            let slot = slot.take();
+            run_exec(
+                gateway,
+                function,
+                id,
+                &stub_dir,
+                request,
+                slot,
+                &mut timings,
+            )
+            .await
         }
         (Protocol::Http { .. }, Admit::Start(id)) => {
             let started = Instant::now();
-            let instance = start_instance(gateway, function, id).await?;
+            // The start runs on its own task: if this request goes away (client gone, gateway
+            // timeout), the instance still becomes ready, or is cleaned up, for the next one.
+            let start = tokio::spawn({
+                let gateway = gateway.clone();
+                let function = function.clone();
+                async move { start_instance(&gateway, &function, id).await }
+            });
+            let instance = start
+                .await
+                .map_err(|e| ApiError::internal(format!("starting an instance failed: {e}")))??;
             timings.cold_start = started.elapsed();
             proxy(gateway, function, &instance, request, &mut timings).await
         }
@@ -221,6 +242,9 @@ async fn acquire(
     }
 }
 
+/// How often a start waiting for device capacity asks again.
+const ATTACH_RETRY: Duration = Duration::from_millis(25);
+
 /// Places a GPU session for one instance of `function`.
 async fn attach(gateway: &Arc<Gateway>, function: &LiveFunction) -> Result<Attached, ApiError> {
     let r = &function.manifest.resources;
@@ -230,9 +254,18 @@ async fn attach(gateway: &Arc<Gateway>, function: &LiveFunction) -> Result<Attac
         qos: proto_qos(r.qos),
         function: Some(function.manifest.name.clone()),
     };
-    let mut attached = gateway
-        .attach(&tenant_principal(&function.record.tenant), &request)
-        .await?;
+    let principal = tenant_principal(&function.record.tenant);
+    // Other instances' sessions free the device as they end: a function's own instances
+    // wait for room (up to its timeout) rather than fail the request.
+    let deadline = Instant::now() + function.manifest.limits.timeout;
+    let mut attached = loop {
+        match gateway.attach(&principal, &request).await {
+            Err(e) if e.code == "no_capacity" && Instant::now() < deadline => {
+                tokio::time::sleep(ATTACH_RETRY).await;
+            }
+            other => break other?,
+        }
+    };
     // The worker swaps the session out after the function's own GPU idle timeout.
     attached.ticket = gateway.tickets.grant(&SessionGrant {
         worker: attached.worker.clone(),
@@ -279,6 +312,7 @@ async fn run_exec(
     id: u64,
     stub_dir: &std::path::Path,
     request: InvokeRequest,
+    slot: Option<SlotGuard>,
     timings: &mut Timings,
 ) -> Result<(Response<Full<Bytes>>, u64), ApiError> {
     let started = Instant::now();
@@ -313,8 +347,15 @@ async fn run_exec(
     )
     .await;
     timings.exec = running.elapsed();
-    gateway.session_closed(attached.session, "the function's request ended");
-    let _ = std::fs::remove_dir_all(&dir);
+    // Recording the session's end (a durable write) and removing the working folder need
+    // not hold up the answer.
+    let cleanup = gateway.clone();
+    tokio::task::spawn_blocking(move || {
+        cleanup.session_closed(attached.session, "the function's request ended");
+        let _ = std::fs::remove_dir_all(&dir);
+        // Only now may the next request place its session in the memory this one held.
+        drop(slot);
+    });
     let name = &function.manifest.name;
     let details =
         |exit: &str| json!({"instance": id, "exit": exit, "stderr_tail": output.stderr_tail});

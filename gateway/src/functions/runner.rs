@@ -5,7 +5,8 @@
 //! gateway placed for the function's tenant (`GPUFN_WORKER`, `GPUFN_TICKET`). Its environment
 //! is only what the manifest gives plus what the runner sets — never the gateway's own
 //! secrets. It runs in a private working folder; stdout and stderr go to the function's log
-//! (for `exec` functions stdout is the answer instead). Instances die with the gateway.
+//! (for `exec` functions stdout is the answer instead). `http` instances die with the
+//! gateway; `exec` processes are killed when their request is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -95,26 +96,32 @@ pub fn spawn(launch: &Launch<'_>) -> Result<Child, SpawnError> {
         command.env("PORT", port.to_string()).stdin(Stdio::null());
     }
     let memory = m.limits.memory;
-    // SAFETY: the closure runs in the child between fork and exec and calls only
-    // async-signal-safe functions (prctl, setrlimit); it touches no memory shared with the
-    // parent's other threads.
-    unsafe {
-        command.pre_exec(move || {
-            // The instance dies with the gateway, even if the gateway is killed.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(bytes) = memory {
-                let limit = libc::rlimit {
-                    rlim_cur: bytes,
-                    rlim_max: bytes,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+    // A pre-exec hook makes the spawn fork the whole gateway instead of using posix_spawn,
+    // about 1.5 ms per process: exec functions (one process per request, ending with their
+    // input) only pay it for a memory limit. Long-lived http instances always get it, so
+    // they die with the gateway even when it is killed.
+    let long_lived = matches!(m.protocol, Protocol::Http { .. });
+    if long_lived || memory.is_some() {
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // async-signal-safe functions (prctl, setrlimit); it touches no memory shared with
+        // the parent's other threads.
+        unsafe {
+            command.pre_exec(move || {
+                if long_lived && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            }
-            Ok(())
-        });
+                if let Some(bytes) = memory {
+                    let limit = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: bytes,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
     }
     command.spawn().map_err(spawn_error)
 }
