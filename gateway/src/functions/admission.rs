@@ -202,6 +202,18 @@ impl Dispatch {
         stop
     }
 
+    /// Marks a ready instance without requests as stopping; false if it is busy or not
+    /// ready.
+    pub fn stop_if_idle(&mut self, instance: u64) -> bool {
+        match self.instances.get_mut(&instance) {
+            Some(slot) if slot.state == SlotState::Ready && slot.in_flight == 0 => {
+                slot.state = SlotState::Stopping;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// How many instances to start so `min` run (counting those starting).
     pub fn missing_instances(&self, min: u32) -> u32 {
         if self.draining {
@@ -387,6 +399,23 @@ mod tests {
         d.release(1, Duration::ZERO, later);
         assert_eq!(d.admit(None, 5, later), Admit::Use(1));
         assert_eq!(d.admit(None, 5, later), Admit::Start(5));
+    }
+
+    #[test]
+    fn only_idle_ready_instances_are_stopped_on_demand() {
+        let now = Instant::now();
+        let mut d = http(2, 1, 0);
+        assert_eq!(d.admit(None, 1, now), Admit::Start(1));
+        assert!(!d.stop_if_idle(1), "still starting, with its request");
+        d.ready(1);
+        assert!(!d.stop_if_idle(1), "busy");
+        d.release(1, Duration::ZERO, now);
+        assert!(d.stop_if_idle(1));
+        assert_eq!(
+            d.admit(None, 2, now),
+            Admit::Start(2),
+            "a stopping one takes nothing"
+        );
     }
 
     #[test]

@@ -302,6 +302,18 @@ impl Functions {
                     instance.request_stop();
                 }
             }
+            // The pool ended an idle instance's session (its own scale-to-zero, or its
+            // worker was lost): the process can no longer use the GPU, so it stops now and
+            // the next request starts a fresh one instead of failing on it.
+            let instances: Vec<Arc<Instance>> = f.instances_map().values().cloned().collect();
+            for instance in instances {
+                if gateway.session_state(instance.session).is_none()
+                    && f.dispatch().stop_if_idle(instance.id)
+                {
+                    tracing::info!(function = %f.record.name, instance = instance.id, "instance's session ended: stopping it");
+                    instance.request_stop();
+                }
+            }
             if missing > 0 {
                 self.start_spares(gateway, &f, missing);
             }
