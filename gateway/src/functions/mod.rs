@@ -230,11 +230,9 @@ impl Functions {
         let function = Arc::new(self.build(record)?);
         let previous = self.live_map().insert(key, function.clone());
         if let Some(old) = previous {
-            let gateway = gateway.clone();
             tokio::spawn(async move {
                 drain(&old).await;
                 let _ = std::fs::remove_dir_all(&old.bundle_dir);
-                drop(gateway);
             });
         }
         if function.manifest.scaling.prewarm == Prewarm::OnDeploy {
