@@ -832,3 +832,33 @@ async fn instances_wait_for_device_capacity_instead_of_failing() {
         assert_eq!(answer.body, format!("job {i}").as_bytes());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeploy_serves_the_new_version() {
+    let up = Up::start();
+    let client = up.tenant("versions", &["deploy", "invoke"]).await;
+    deploy_script(&client, "greet", "#!/bin/sh\necho one\n", "").await;
+    assert_eq!(invoke(&client, "greet", "").await.body, "one\n".as_bytes());
+    deploy_script(&client, "greet", "#!/bin/sh\necho two\n", "").await;
+    assert_eq!(invoke(&client, "greet", "").await.body, "two\n".as_bytes());
+    let function = client.get("/v1/functions/greet").await.unwrap().json();
+    assert_eq!(function["version"], 2);
+    // A manifest with problems is refused with every field named; the function stays.
+    let refused = client
+        .deploy(
+            "name = \"greet\"\ncommand = \"\"\n[protocol]\ntype = \"exec\"\n[scaling]\nmax_instances = 0\n",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&refused), "invalid_manifest");
+    let fields: Vec<String> = refused.json()["error"]["details"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["field"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, ["command", "scaling.max_instances"]);
+    assert_eq!(invoke(&client, "greet", "").await.body, "two\n".as_bytes());
+}
