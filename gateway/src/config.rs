@@ -99,8 +99,12 @@ pub enum KeyAlgorithm {
 pub struct HttpLimits {
     /// Requests handled at once; more are answered 503 at once (load shedding).
     pub max_concurrent: usize,
-    /// A request taking longer is answered 504.
+    /// A request taking longer is answered 504. Function routes (`/v1/functions…`) are bounded
+    /// by the function's own timeouts instead, up to `function_request_timeout`.
     pub request_timeout: Duration,
+    /// The outer bound for function routes: invokes wait in a function's queue, cold-start
+    /// instances and run for as long as the manifest allows; deploys upload large bundles.
+    pub function_request_timeout: Duration,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
     /// Requests per second per tenant (token bucket refill rate).
@@ -114,6 +118,7 @@ impl Default for HttpLimits {
         HttpLimits {
             max_concurrent: 256,
             request_timeout: Duration::from_secs(10),
+            function_request_timeout: Duration::from_secs(3600),
             max_body_bytes: 1 << 20,
             tenant_rate_per_second: 200,
             tenant_burst: 400,

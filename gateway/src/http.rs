@@ -51,10 +51,15 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
             ServiceBuilder::new()
                 .load_shed()
                 .concurrency_limit(limits.max_concurrent)
-                .timeout(limits.request_timeout)
                 .service_fn(move |req: Request<Incoming>| {
                     let gateway = gateway.clone();
-                    async move { Ok::<_, BoxError>(handle(gateway, req).await) }
+                    let timeout = request_timeout(&limits, req.uri().path());
+                    async move {
+                        match tokio::time::timeout(timeout, handle(gateway, req)).await {
+                            Ok(response) => Ok::<_, BoxError>(response),
+                            Err(_) => Err(Box::new(tower::timeout::error::Elapsed::new()).into()),
+                        }
+                    }
                 }),
         );
     loop {
@@ -102,6 +107,16 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) {
                 tracing::debug!("HTTP connection ended: {e}");
             }
         });
+    }
+}
+
+/// How long a request to `path` may take: function routes are bounded by the function's own
+/// limits (queue wait, startup and run timeouts), so only a generous outer bound applies.
+fn request_timeout(limits: &crate::config::HttpLimits, path: &str) -> Duration {
+    if path == "/v1/functions" || path.starts_with("/v1/functions/") {
+        limits.function_request_timeout
+    } else {
+        limits.request_timeout
     }
 }
 
@@ -702,4 +717,29 @@ fn mint_token(gateway: &Gateway, p: &Principal, body: &[u8]) -> Result<Resp, Api
         StatusCode::CREATED,
         &json!({ "token": token }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HttpLimits;
+
+    #[test]
+    fn function_routes_are_bounded_by_the_functions_own_timeouts() {
+        let limits = HttpLimits::default();
+        // A cold start or a long run must not be cut off at the API's 10 s.
+        for path in [
+            "/v1/functions",
+            "/v1/functions/lab/invoke",
+            "/v1/functions/lab",
+        ] {
+            assert_eq!(
+                request_timeout(&limits, path),
+                limits.function_request_timeout
+            );
+        }
+        for path in ["/v1/pool", "/v1/functionsX", "/v1/sessions/1", "/healthz"] {
+            assert_eq!(request_timeout(&limits, path), limits.request_timeout);
+        }
+    }
 }

@@ -19,7 +19,7 @@ use super::{Instance, LiveFunction, tenant_principal};
 use crate::core::{Attached, Gateway};
 use crate::error::ApiError;
 use crate::manifest::{Prewarm, Protocol};
-use crate::ticket::SessionGrant;
+use gpufn_pool::IdleOverride;
 use gpufn_proto::message::{Qos, ResourceRequest};
 
 /// What the client sent, to pass on to the function.
@@ -258,24 +258,23 @@ async fn attach(gateway: &Arc<Gateway>, function: &LiveFunction) -> Result<Attac
     // Other instances' sessions free the device as they end: a function's own instances
     // wait for room (up to its timeout) rather than fail the request.
     let deadline = Instant::now() + function.manifest.limits.timeout;
-    let mut attached = loop {
-        match gateway.attach(&principal, &request).await {
+    // The pool and the worker both keep the session as long as the manifest says: swapped out
+    // after `gpu_idle_timeout`, ended with its instance after `instance_idle_timeout`.
+    let idle = IdleOverride {
+        swap_out_after: Some(function.manifest.scaling.gpu_idle_timeout),
+        end_after: Some(function.manifest.scaling.instance_idle_timeout),
+    };
+    let attached = loop {
+        match gateway
+            .attach_with_idle(&principal, &request, Some(idle))
+            .await
+        {
             Err(e) if e.code == "no_capacity" && Instant::now() < deadline => {
                 tokio::time::sleep(ATTACH_RETRY).await;
             }
             other => break other?,
         }
     };
-    // The worker swaps the session out after the function's own GPU idle timeout.
-    attached.ticket = gateway.tickets.grant(&SessionGrant {
-        worker: attached.worker.clone(),
-        session: attached.session,
-        tenant: function.record.tenant.clone(),
-        vram_bytes: request.vram_bytes,
-        compute_percent: request.compute_percent,
-        qos: request.qos,
-        idle_timeout: Some(function.manifest.scaling.gpu_idle_timeout),
-    });
     Ok(attached)
 }
 
