@@ -1,6 +1,6 @@
 //! Functions through a real `gpufn up` (gateway + local `cpu` worker in one process), over
-//! HTTP: the examples deploy (with `gpufn deploy`) and answer correctly; scale to zero
-//! (swap-out, swap-in on the next request, instance stop, cold start); 50 concurrent
+//! HTTP: the examples (vadd, matmul, blur, lab) deploy (with `gpufn deploy`) and answer
+//! correctly; scale to zero (swap-out, swap-in on the next request, instance stop, cold start); 50 concurrent
 //! invokes over 2 instances; a full queue answered 429 with Retry-After; timeouts 504 and
 //! crashes 502 with the stderr tail while the gateway keeps serving; tenant isolation;
 //! delete drains running requests; deployed functions survive a restart.
@@ -398,6 +398,39 @@ async fn examples_deploy_with_the_cli_and_answer_correctly() {
     // The refusal went to stderr, which the logs keep.
     let logs = cli(&["logs", "vadd"]);
     assert!(logs.contains("stderr"), "{logs}");
+
+    // blur: a binary image in and out. One bright pixel spreads as the README's 3x3 Gaussian
+    // (1 2 1 / 2 4 2 / 1 2 1, /16 rounded): 160 -> 40 at the centre, 20 beside, 10 diagonally.
+    let blur = example_bundle(
+        dir.path(),
+        "blur",
+        &[("vram = \"1GiB\"", "vram = \"64MiB\"")],
+    );
+    cli(&["deploy", blur.to_str().unwrap()]);
+    let mut image = b"P6\n5 5\n255\n".to_vec();
+    let mut pixels = vec![0u8; 5 * 5 * 3];
+    pixels[(2 * 5 + 2) * 3..(2 * 5 + 2) * 3 + 3].copy_from_slice(&[160; 3]);
+    image.extend_from_slice(&pixels);
+    let blurred = client.invoke("blur", "", Bytes::from(image)).await.unwrap();
+    assert_eq!(
+        blurred.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&blurred.body)
+    );
+    let header = b"P6\n5 5\n255\n";
+    assert_eq!(&blurred.body[..header.len()], header);
+    let expected_row = |row: usize| -> [u8; 5] {
+        match row {
+            1 | 3 => [0, 10, 20, 10, 0],
+            2 => [0, 20, 40, 20, 0],
+            _ => [0; 5],
+        }
+    };
+    let expected: Vec<u8> = (0..5)
+        .flat_map(|y| expected_row(y).into_iter().flat_map(|v| [v; 3]))
+        .collect();
+    assert_eq!(&blurred.body[header.len()..], &expected[..]);
 
     // lab: an http function; its answer is exact after a cold start and when warm.
     let lab = example_bundle(
