@@ -1,9 +1,10 @@
 //! Functions through a real `gpufn up` (gateway + local `cpu` worker in one process), over
 //! HTTP: the examples (vadd, matmul, blur, lab) deploy (with `gpufn deploy`) and answer
-//! correctly; scale to zero (swap-out, swap-in on the next request, instance stop, cold start); 50 concurrent
-//! invokes over 2 instances; a full queue answered 429 with Retry-After; timeouts 504 and
-//! crashes 502 with the stderr tail while the gateway keeps serving; tenant isolation;
-//! delete drains running requests; deployed functions survive a restart.
+//! correctly; scale to zero (swap-out, swap-in on the next request, instance stop, cold
+//! start); 50 concurrent invokes over 2 instances; a full queue answered 429 with
+//! Retry-After; timeouts 504 and crashes 502 with the stderr tail while the gateway keeps
+//! serving; tenant isolation; delete drains running requests; deployed functions survive a
+//! restart.
 //!
 //! Small functions that need no GPU are shell scripts deployed as artifacts: they still get
 //! a placed session and the stub's environment, and show the runner's behaviour exactly.
