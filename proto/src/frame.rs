@@ -297,9 +297,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads the whole remaining payload into a new vector (bounded by the frame limits).
     pub async fn read_payload_vec(&mut self) -> Result<Vec<u8>, FrameError> {
-        // Bounded by `limits.max_payload`, checked when the header was decoded.
-        let mut buf = vec![0u8; self.pending_payload as usize];
-        self.read_payload(&mut buf).await?;
+        // Bounded by `limits.max_payload`, checked when the header was decoded. Reads go
+        // into the vector's spare capacity: no memset over bytes about to be overwritten.
+        let len = self.pending_payload as usize;
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let missing = (len - buf.len()) as u64;
+            let read = (&mut self.inner).take(missing).read_buf(&mut buf).await?;
+            if read == 0 {
+                return Err(FrameError::Closed);
+            }
+            self.pending_payload -= read as u64;
+        }
         Ok(buf)
     }
 

@@ -3,8 +3,10 @@
 //!
 //! Per session, three parts run at once: a reader task decodes frames, an executor on a
 //! blocking thread runs the requests in order (kernels take CPU time), and a writer task
-//! sends replies. When the client goes away the reader cancels any running kernel, the
-//! executor stops, and dropping the session frees its memory. A client that sends bad
+//! sends replies. A cheap synchronous call that finds the executor idle runs on the reader
+//! itself, so it does not pay two thread hand-offs. When the client goes away the reader
+//! cancels any running kernel, the executor stops, and dropping the session frees its
+//! memory. A client that sends bad
 //! frames loses its own connection, with a log line; nothing it sends can panic the worker
 //! or touch another session.
 
@@ -504,16 +506,26 @@ impl Worker {
         let (request_tx, request_rx) = mpsc::channel::<Incoming>(READ_AHEAD);
         let (reply_tx, reply_rx) = mpsc::unbounded_channel::<(u64, CallReply)>();
         let counters = self.shared.sessions.get(session_id);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let inline = Inline {
+            worker: self,
+            slot: &slot,
+            replies: reply_tx.clone(),
+            counters: counters.clone(),
+            in_flight: in_flight.clone(),
+        };
         let worker = self.clone();
         let executed = slot.clone();
         let mut executor = tokio::task::spawn_blocking(move || {
-            execute(&worker, &executed, request_rx, reply_tx, counters)
+            execute(
+                &worker, &executed, request_rx, reply_tx, counters, &in_flight,
+            )
         });
         let replies = tokio::spawn(write_replies(writer, reply_rx));
 
         let mut finished = None;
         let ended = tokio::select! {
-            ended = read_requests(&mut reader, &request_tx) => ended,
+            ended = read_requests(&mut reader, &request_tx, &inline) => ended,
             // The executor stops by itself when the session detaches.
             done = &mut executor => {
                 finished = Some(done);
@@ -537,6 +549,7 @@ impl Worker {
             cancel.store(true, Ordering::SeqCst);
         }
         drop(request_tx);
+        drop(inline);
         let done = match finished {
             Some(done) => done,
             None => executor.await,
@@ -662,9 +675,78 @@ enum ReadEnd {
     BadFrame(FrameError),
 }
 
+/// What the reader needs to run a cheap call itself (see [`Inline::try_run`]).
+struct Inline<'a> {
+    worker: &'a Worker,
+    slot: &'a Slot,
+    replies: mpsc::UnboundedSender<(u64, CallReply)>,
+    counters: Option<Arc<SessionCounters>>,
+    /// Requests handed to the executor whose replies are not yet queued for the writer.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Inline<'_> {
+    /// Runs `incoming` on the reader if that keeps the session's order and cannot hold the
+    /// reader up: a call from [`runs_inline`], on a session whose memory is on the device
+    /// (no swap-in), with nothing handed to the executor still unanswered. A synchronous
+    /// call with nothing queued then costs no hand-off to the executor's thread and back.
+    fn try_run(&self, incoming: Incoming) -> Inlined {
+        let cancelled = self
+            .counters
+            .as_ref()
+            .is_some_and(|c| c.cancel.load(Ordering::SeqCst));
+        let eligible = incoming.kind == FrameKind::Call
+            && incoming.payload.is_empty()
+            && runs_inline(&incoming.request)
+            && !cancelled
+            && self.slot.is_hot()
+            // Acquire: the executor's earlier requests and their replies happened before.
+            && self.in_flight.load(Ordering::Acquire) == 0;
+        if !eligible {
+            return Inlined::ForExecutor(incoming);
+        }
+        let id = incoming.id;
+        let (reply, _) = execute_one(self.worker, self.slot, incoming, self.counters.as_deref());
+        let Some(reply) = reply else {
+            return Inlined::Answered;
+        };
+        // The writer is gone only when the client is.
+        match self.replies.send((id, reply)) {
+            Ok(()) => Inlined::Answered,
+            Err(_) => Inlined::ClientGone,
+        }
+    }
+}
+
+/// What became of a request the reader offered to run itself.
+enum Inlined {
+    /// Run, and its reply queued for the writer.
+    Answered,
+    /// Run, but the client is gone.
+    ClientGone,
+    /// It has to go to the executor.
+    ForExecutor(Incoming),
+}
+
+/// Calls that only read the session's state: with nothing queued before them they answer
+/// at once (the executor runs requests to completion, so nothing is left to wait for).
+fn runs_inline(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Ping
+            | Request::ContextSynchronize { .. }
+            | Request::StreamSynchronize { .. }
+            | Request::StreamQuery { .. }
+            | Request::EventSynchronize { .. }
+            | Request::EventQuery { .. }
+            | Request::MemGetInfo
+    )
+}
+
 async fn read_requests(
     reader: &mut FrameReader<RecvStream>,
     requests: &mpsc::Sender<Incoming>,
+    inline: &Inline<'_>,
 ) -> ReadEnd {
     loop {
         let header = match reader.next_frame().await {
@@ -693,6 +775,12 @@ async fn read_requests(
             request,
             payload,
         };
+        let incoming = match inline.try_run(incoming) {
+            Inlined::Answered => continue,
+            Inlined::ClientGone => return ReadEnd::Closed,
+            Inlined::ForExecutor(incoming) => incoming,
+        };
+        inline.in_flight.fetch_add(1, Ordering::AcqRel);
         if requests.send(incoming).await.is_err() {
             return ReadEnd::ExecutorDone;
         }
@@ -707,6 +795,7 @@ fn execute(
     mut requests: mpsc::Receiver<Incoming>,
     replies: mpsc::UnboundedSender<(u64, CallReply)>,
     counters: Option<Arc<SessionCounters>>,
+    in_flight: &AtomicUsize,
 ) {
     while let Some(incoming) = requests.blocking_recv() {
         if counters
@@ -715,33 +804,48 @@ fn execute(
         {
             break;
         }
-        let Incoming {
-            id,
-            kind,
-            request,
-            payload,
-        } = incoming;
-        let mut moved = payload.len() as u64;
-        let (reply, detached, resident) = worker
-            .shared
-            .swapper
-            .execute(slot, id, kind, request, payload);
-        if let Some(c) = &counters {
-            moved += reply.as_ref().map_or(0, |r| r.data.len() as u64);
-            c.bytes_moved.fetch_add(moved, Ordering::Relaxed);
-            c.used_bytes.store(resident, Ordering::Relaxed);
-            c.last_call_ms
-                .store(worker.shared.sessions.now_ms(), Ordering::Relaxed);
-        }
+        let id = incoming.id;
+        let (reply, detached) = execute_one(worker, slot, incoming, counters.as_deref());
         if let Some(reply) = reply
             && replies.send((id, reply)).is_err()
         {
             break;
         }
+        // Release: the reply is queued before the reader may run a call itself.
+        in_flight.fetch_sub(1, Ordering::Release);
         if detached {
             break;
         }
     }
+}
+
+/// Runs one request and counts it in the session's usage. Returns the reply (for a call)
+/// and whether the session detached.
+fn execute_one(
+    worker: &Worker,
+    slot: &Slot,
+    incoming: Incoming,
+    counters: Option<&SessionCounters>,
+) -> (Option<CallReply>, bool) {
+    let Incoming {
+        id,
+        kind,
+        request,
+        payload,
+    } = incoming;
+    let mut moved = payload.len() as u64;
+    let (reply, detached, resident) = worker
+        .shared
+        .swapper
+        .execute(slot, id, kind, request, payload);
+    if let Some(c) = counters {
+        moved += reply.as_ref().map_or(0, |r| r.data.len() as u64);
+        c.bytes_moved.fetch_add(moved, Ordering::Relaxed);
+        c.used_bytes.store(resident, Ordering::Relaxed);
+        c.last_call_ms
+            .store(worker.shared.sessions.now_ms(), Ordering::Relaxed);
+    }
+    (reply, detached)
 }
 
 async fn write_replies(

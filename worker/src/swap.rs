@@ -193,6 +193,11 @@ impl Slot {
     pub fn id(&self) -> SessionId {
         self.id
     }
+
+    /// Whether the session's memory is on the device (a request needs no swap-in first).
+    pub fn is_hot(&self) -> bool {
+        self.place().state == SwapState::Hot
+    }
 }
 
 /// One session in the status answer.
