@@ -1957,10 +1957,7 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
         "cuMemImportFromShareableHandle",
         not_supported::cuMemImportFromShareableHandle as crate::exports::Symbol,
     ),
-    (
-        "cuMemMap",
-        crate::api::cuMemMap as crate::exports::Symbol,
-    ),
+    ("cuMemMap", crate::api::cuMemMap as crate::exports::Symbol),
     (
         "cuMemMapArrayAsync",
         not_supported::cuMemMapArrayAsync as crate::exports::Symbol,
