@@ -291,7 +291,7 @@ fn start_worker(dir: &Path, gateway: &Gateway, id: &str) -> Process {
     worker
 }
 
-/// `gpufn run -- hold_and_verify` for `tenant` at `qos`, placed by the gateway. It waits
+/// `gpufn run -- swap_idle MIB -` for `tenant` at `qos`, placed by the gateway. It waits
 /// after filling its memory until its stdin gets a line or closes (see [`resume`]).
 fn start_program(
     tc: &Toolchain,
@@ -305,6 +305,7 @@ fn start_program(
         .args(["run", "--session-memory", SESSION, "--"])
         .arg(program)
         .arg(PROGRAM_MIB)
+        .arg("-")
         .env("GPUFN_GATEWAY", &gateway.control)
         .env("GPUFN_TOKEN", gateway.token(tenant, "session"))
         .env("GPUFN_QOS", qos)
@@ -322,7 +323,7 @@ fn resume(mut stdin: ChildStdin) {
 fn assert_verified(program: &mut Process) {
     let code = program.wait();
     assert!(
-        code == 0 && program.stdout.text().contains("hold_and_verify ok"),
+        code == 0 && program.stdout.text().contains("swap_idle ok"),
         "{} exited with {code}\n{}",
         program.name,
         program.output()
@@ -336,9 +337,9 @@ fn worker_of(session: &Value) -> String {
 #[test]
 fn a_pool_of_real_workers_reclaims_memory_for_higher_qos_and_survives_a_killed_worker() {
     let tc = toolchain().unwrap();
-    let source = support::cuda::repo_root().join("tests/programs/hold_and_verify.cu");
+    let source = support::cuda::repo_root().join("tests/programs/swap_idle.cu");
     let program = tc
-        .compile(&source, "gateway-pool-hold", &["-arch=sm_90"])
+        .compile(&source, "gateway-pool-swap-idle", &["-arch=sm_90"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     stub_library();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gateway-pool");

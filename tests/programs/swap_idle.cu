@@ -1,10 +1,14 @@
-// Fills device memory with a pattern, stays idle (so the worker swaps the session out), then
-// verifies every byte on the device with a kernel and on the host after a copy back.
-// Usage: swap_idle MIB IDLE_MS. Prints "swap_idle ok" on success; on a CUDA error prints the
-// error's name and exits with 2; on wrong data prints the first bad index and exits with 3.
+// Fills device memory with a pattern, stays idle (so the worker or the gateway's pool swaps the
+// session out), then verifies every byte on the device with a kernel and on the host after a
+// copy back.
+// Usage: swap_idle MIB IDLE_MS, or swap_idle MIB - to stay idle until a line (or the end)
+// arrives on stdin. Prints "filled" once the memory is written and "swap_idle ok" on success;
+// on a CUDA error prints the error's name and exits with 2; on wrong data prints the first bad
+// index and exits with 3.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <cuda_runtime.h>
 
@@ -36,11 +40,12 @@ __global__ void check_and_bump(unsigned int *data, unsigned int n, unsigned int 
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        std::printf("usage: swap_idle MIB IDLE_MS\n");
+        std::printf("usage: swap_idle MIB IDLE_MS|-\n");
         return 1;
     }
     unsigned int n = (unsigned int)(std::atoi(argv[1]) * (1u << 20) / 4);
-    int idle_ms = std::atoi(argv[2]);
+    bool idle_until_stdin = std::string(argv[2]) == "-";
+    int idle_ms = idle_until_stdin ? 0 : std::atoi(argv[2]);
     unsigned int *data = nullptr, *bad = nullptr;
     CHECK(cudaMalloc(&data, n * sizeof(unsigned int)));
     CHECK(cudaMalloc(&bad, sizeof(unsigned int)));
@@ -50,7 +55,14 @@ int main(int argc, char **argv) {
     std::printf("filled\n");
     std::fflush(stdout);
 
-    std::this_thread::sleep_for(std::chrono::milliseconds(idle_ms));
+    // Idle: no CUDA call until the time is up or the test says to go on.
+    if (idle_until_stdin) {
+        int c;
+        while ((c = std::getchar()) != EOF && c != '\n') {
+        }
+    } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(idle_ms));
+    }
 
     check_and_bump<<<(n + 255) / 256, 256>>>(data, n, bad);
     unsigned int bad_host = 0;
