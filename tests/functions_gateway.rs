@@ -585,16 +585,10 @@ async fn fifty_concurrent_invokes_over_two_instances_all_answer_correctly() {
             .status,
         StatusCode::CREATED
     );
-    let requests = (0..50).map(|i| {
-        let client = client.clone();
-        tokio::spawn(async move {
-            let (input, sum) = vadd_input(i);
-            let answer = invoke(&client, "vadd", &input).await;
-            (answer, sum)
-        })
-    });
-    let answers = futures_join(requests.collect()).await;
-    for (answer, sum) in answers {
+    let inputs: Vec<(String, String)> = (0..50).map(vadd_input).collect();
+    let bodies: Vec<String> = inputs.iter().map(|(input, _)| input.clone()).collect();
+    let answers = invoke_all(&client, "vadd", bodies).await;
+    for (answer, (_, sum)) in answers.into_iter().zip(inputs) {
         assert_eq!(
             answer.status,
             StatusCode::OK,
@@ -605,12 +599,20 @@ async fn fifty_concurrent_invokes_over_two_instances_all_answer_correctly() {
     }
 }
 
-async fn futures_join<T: Send + 'static>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.expect("task"));
+/// Invokes `name` once per body, all at once; the answers come back in the bodies' order.
+async fn invoke_all(client: &FunctionsClient, name: &str, bodies: Vec<String>) -> Vec<Answer> {
+    let requests: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (client, name) = (client.clone(), name.to_owned());
+            tokio::spawn(async move { invoke(&client, &name, &body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for request in requests {
+        answers.push(request.await.expect("invoke task"));
     }
-    out
+    answers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,13 +626,12 @@ async fn beyond_the_queue_bound_clients_get_429_with_retry_after() {
         "[scaling]\nmax_instances = 1\n[limits]\nqueue = 2",
     )
     .await;
-    let requests: Vec<_> = (0..8)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { (i, invoke(&client, "slow", &format!("request {i}")).await) })
-        })
+    let bodies = (0..8).map(|i| format!("request {i}")).collect();
+    let answers: Vec<(usize, Answer)> = invoke_all(&client, "slow", bodies)
+        .await
+        .into_iter()
+        .enumerate()
         .collect();
-    let answers = futures_join(requests).await;
     let ok: Vec<_> = answers
         .iter()
         .filter(|(_, a)| a.status == StatusCode::OK)
@@ -848,15 +849,12 @@ async fn instances_wait_for_device_capacity_instead_of_failing() {
         "[resources]\ncompute_share = 1.0\n[scaling]\nmax_instances = 3",
     )
     .await;
-    let requests: Vec<_> = (0..3)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(
-                async move { (i, invoke(&client, "exclusive", &format!("job {i}")).await) },
-            )
-        })
-        .collect();
-    for (i, answer) in futures_join(requests).await {
+    let bodies = (0..3).map(|i| format!("job {i}")).collect();
+    for (i, answer) in invoke_all(&client, "exclusive", bodies)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(
             answer.status,
             StatusCode::OK,
