@@ -275,6 +275,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         decode_reply(&self.message)
     }
 
+    /// Whether the next frame can be read whole (header, message and payload) without waiting
+    /// for the stream: it is already buffered, or the header there is invalid, which
+    /// [`Self::next_frame`] reports at once. A reader uses this to hand several small frames
+    /// on together instead of one at a time.
+    pub fn frame_buffered(&self) -> bool {
+        if self.pending_payload != 0 {
+            return false;
+        }
+        let buffered = self.inner.buffer();
+        let Some(raw) = buffered.first_chunk::<HEADER_LEN>() else {
+            return false;
+        };
+        match FrameHeader::decode(raw, &self.limits) {
+            Ok(header) => {
+                (buffered.len() - HEADER_LEN) as u64
+                    >= u64::from(header.message_len) + header.payload_len
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Payload bytes of the current frame not yet read.
     pub fn pending_payload(&self) -> u64 {
         self.pending_payload

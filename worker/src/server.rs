@@ -32,9 +32,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Requests read ahead of the executor per session (each may hold a payload of up to the
-/// frame limit, so this bounds a session's buffered memory).
+/// Batches of requests read ahead of the executor per session. A batch holds at most one
+/// payload (it ends after a frame that carries one), so this bounds a session's buffered
+/// memory to a few frame limits.
 const READ_AHEAD: usize = 4;
+/// Requests handed to the executor at once, at most. The reader hands on every request that is
+/// already buffered, so a stream of small posts (kernel launches) costs one thread hand-off
+/// per batch instead of one per post.
+const BATCH_MAX: usize = 512;
 /// Pause after a failed accept.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -503,7 +508,7 @@ impl Worker {
             .sessions
             .get(session_id)
             .map(|c| c.cancel.clone());
-        let (request_tx, request_rx) = mpsc::channel::<Incoming>(READ_AHEAD);
+        let (request_tx, request_rx) = mpsc::channel::<Vec<Incoming>>(READ_AHEAD);
         let (reply_tx, reply_rx) = mpsc::unbounded_channel::<(u64, CallReply)>();
         let counters = self.shared.sessions.get(session_id);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -745,46 +750,62 @@ fn runs_inline(request: &Request) -> bool {
 
 async fn read_requests(
     reader: &mut FrameReader<RecvStream>,
-    requests: &mpsc::Sender<Incoming>,
+    requests: &mpsc::Sender<Vec<Incoming>>,
     inline: &Inline<'_>,
 ) -> ReadEnd {
+    let mut batch = Vec::new();
     loop {
-        let header = match reader.next_frame().await {
-            Ok(Some(header)) => header,
-            Ok(None) | Err(FrameError::Closed) => return ReadEnd::Closed,
-            Err(e) => return ReadEnd::BadFrame(e),
+        let incoming = match read_request(reader).await {
+            Ok(incoming) => incoming,
+            Err(end) => return end,
         };
-        if !matches!(header.kind, FrameKind::Call | FrameKind::Post) {
-            return ReadEnd::BadFrame(FrameError::UnexpectedKind {
-                expected: "a call or post",
-                got: header.kind,
-            });
-        }
-        let request = match reader.request() {
-            Ok(request) => request,
-            Err(e) => return ReadEnd::BadFrame(e),
+        // A call may run on the reader only if nothing read before it waits in the batch.
+        let incoming = if batch.is_empty() {
+            match inline.try_run(incoming) {
+                Inlined::Answered => continue,
+                Inlined::ClientGone => return ReadEnd::Closed,
+                Inlined::ForExecutor(incoming) => incoming,
+            }
+        } else {
+            incoming
         };
-        let payload = match reader.read_payload_vec().await {
-            Ok(payload) => payload,
-            Err(FrameError::Closed) => return ReadEnd::Closed,
-            Err(e) => return ReadEnd::BadFrame(e),
-        };
-        let incoming = Incoming {
-            id: header.id,
-            kind: header.kind,
-            request,
-            payload,
-        };
-        let incoming = match inline.try_run(incoming) {
-            Inlined::Answered => continue,
-            Inlined::ClientGone => return ReadEnd::Closed,
-            Inlined::ForExecutor(incoming) => incoming,
-        };
+        let carries_payload = !incoming.payload.is_empty();
         inline.in_flight.fetch_add(1, Ordering::AcqRel);
-        if requests.send(incoming).await.is_err() {
+        batch.push(incoming);
+        if !carries_payload && batch.len() < BATCH_MAX && reader.frame_buffered() {
+            continue;
+        }
+        if requests.send(std::mem::take(&mut batch)).await.is_err() {
             return ReadEnd::ExecutorDone;
         }
     }
+}
+
+/// Reads one call or post with its payload.
+async fn read_request(reader: &mut FrameReader<RecvStream>) -> Result<Incoming, ReadEnd> {
+    let header = match reader.next_frame().await {
+        Ok(Some(header)) => header,
+        Ok(None) | Err(FrameError::Closed) => return Err(ReadEnd::Closed),
+        Err(e) => return Err(ReadEnd::BadFrame(e)),
+    };
+    if !matches!(header.kind, FrameKind::Call | FrameKind::Post) {
+        return Err(ReadEnd::BadFrame(FrameError::UnexpectedKind {
+            expected: "a call or post",
+            got: header.kind,
+        }));
+    }
+    let request = reader.request().map_err(ReadEnd::BadFrame)?;
+    let payload = match reader.read_payload_vec().await {
+        Ok(payload) => payload,
+        Err(FrameError::Closed) => return Err(ReadEnd::Closed),
+        Err(e) => return Err(ReadEnd::BadFrame(e)),
+    };
+    Ok(Incoming {
+        id: header.id,
+        kind: header.kind,
+        request,
+        payload,
+    })
 }
 
 /// Runs a session's requests in order until the stream ends, the client detaches or the
@@ -792,29 +813,31 @@ async fn read_requests(
 fn execute(
     worker: &Worker,
     slot: &Slot,
-    mut requests: mpsc::Receiver<Incoming>,
+    mut requests: mpsc::Receiver<Vec<Incoming>>,
     replies: mpsc::UnboundedSender<(u64, CallReply)>,
     counters: Option<Arc<SessionCounters>>,
     in_flight: &AtomicUsize,
 ) {
-    while let Some(incoming) = requests.blocking_recv() {
-        if counters
-            .as_ref()
-            .is_some_and(|c| c.cancel.load(Ordering::SeqCst))
-        {
-            break;
-        }
-        let id = incoming.id;
-        let (reply, detached) = execute_one(worker, slot, incoming, counters.as_deref());
-        if let Some(reply) = reply
-            && replies.send((id, reply)).is_err()
-        {
-            break;
-        }
-        // Release: the reply is queued before the reader may run a call itself.
-        in_flight.fetch_sub(1, Ordering::Release);
-        if detached {
-            break;
+    while let Some(batch) = requests.blocking_recv() {
+        for incoming in batch {
+            if counters
+                .as_ref()
+                .is_some_and(|c| c.cancel.load(Ordering::SeqCst))
+            {
+                return;
+            }
+            let id = incoming.id;
+            let (reply, detached) = execute_one(worker, slot, incoming, counters.as_deref());
+            if let Some(reply) = reply
+                && replies.send((id, reply)).is_err()
+            {
+                return;
+            }
+            // Release: the reply is queued before the reader may run a call itself.
+            in_flight.fetch_sub(1, Ordering::Release);
+            if detached {
+                return;
+            }
         }
     }
 }

@@ -216,3 +216,47 @@ async fn a_frame_cut_short_reports_closed() {
         Err(FrameError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn frame_buffered_says_when_the_next_frame_needs_no_wait() {
+    let mut bytes = Vec::new();
+    let mut starts = Vec::new();
+    for id in 1..=3 {
+        starts.push(bytes.len());
+        let frame = encode_frame(
+            FrameKind::Post,
+            id,
+            &FrameBody::Request(Request::Ping),
+            match id {
+                2 => &[7u8; 2][..],
+                3 => &[7u8; 20 << 10][..],
+                _ => b"",
+            },
+        )
+        .unwrap();
+        bytes.extend_from_slice(&frame);
+    }
+    let mut r = FrameReader::new(&bytes[..], FrameLimits::default());
+    assert!(!r.frame_buffered(), "nothing read from the stream yet");
+    r.next_frame().await.unwrap().unwrap();
+    assert!(
+        r.frame_buffered(),
+        "the second frame came whole with the first read"
+    );
+    let h = r.next_frame().await.unwrap().unwrap();
+    assert_eq!(h.payload_len, 2);
+    assert!(!r.frame_buffered(), "the payload comes first");
+    r.skip_payload().await.unwrap();
+    assert!(
+        !r.frame_buffered(),
+        "the third frame's payload is larger than the buffer"
+    );
+
+    // A corrupt header is "ready": next_frame reports it without waiting.
+    let mut garbage = bytes.clone();
+    garbage[starts[1]] = 0;
+    let mut r = FrameReader::new(&garbage[..], FrameLimits::default());
+    r.next_frame().await.unwrap().unwrap();
+    assert!(r.frame_buffered());
+    assert!(r.next_frame().await.is_err());
+}
