@@ -147,33 +147,46 @@ fn assert_success(output: &Output, what: &str) {
     );
 }
 
-/// A standalone `gpufn worker` on a Unix socket, killed when dropped.
+/// A standalone `gpufn worker`, killed when dropped.
 struct Worker {
     child: Child,
+    /// Where it listens, as it printed it (for QUIC with the certificate pin).
     address: String,
 }
 
 impl Worker {
+    /// A worker on a Unix socket in `dir`.
     fn start(dir: &Path) -> Worker {
-        stub_library();
         let address = format!("unix://{}", dir.join("worker.sock").display());
+        Worker::start_on(dir, &address, &[])
+    }
+
+    /// A worker listening on `listen`, with `env` added to its environment.
+    fn start_on(dir: &Path, listen: &str, env: &[(&str, &str)]) -> Worker {
+        stub_library();
         let mut child = Command::new(gpufn())
-            .args(["worker", "--backend", "cpu", "--listen", &address])
+            .args(["worker", "--backend", "cpu", "--listen", listen])
             .arg("--data-dir")
             .arg(dir.join("data"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("gpufn worker starts");
         let out = child.stdout.take().expect("worker stdout");
         let mut lines = BufReader::new(out).lines();
-        loop {
+        let address = loop {
             match lines.next() {
-                Some(Ok(line)) if line.contains("listening on") => break,
+                Some(Ok(line)) if line.contains("listening on") => {
+                    let printed = line.split_whitespace().nth(2);
+                    break printed
+                        .expect("an address after `listening on`")
+                        .to_string();
+                }
                 Some(Ok(_)) => {}
-                _ => panic!("gpufn worker exited before listening on {address}"),
+                _ => panic!("gpufn worker exited before listening on {listen}"),
             }
-        }
+        };
         // Keep draining its output so it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Worker { child, address }
@@ -367,6 +380,30 @@ fn c_program_on_the_driver_api_runs_ptx_text() {
     assert_success(&output, "driver_api");
     assert!(
         stdout(&output).contains("driver_api ok"),
+        "{}",
+        output_text(&output)
+    );
+}
+
+/// A program that makes no CUDA call for several QUIC idle timeouts keeps its session: the
+/// stub keeps the connection alive between calls (keep-alives, ACKs), not only while the
+/// program is inside a call. Both sides run with a 1.5 s idle timeout (keep-alives every
+/// 250 ms) instead of 30 s, so the program's 6 s pause spans four timeouts.
+#[test]
+fn a_program_idle_for_several_quic_timeouts_keeps_its_session() {
+    use gpufn_proto::transport::quic::IDLE_TIMEOUT_ENV;
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "swap_idle.cu", "stub-idle-quic", &[]);
+    let dir = scratch("idle-quic");
+    let idle_timeout = [(IDLE_TIMEOUT_ENV, "1500")];
+    let worker = Worker::start_on(&dir, "quic://127.0.0.1:0", &idle_timeout);
+    assert!(worker.address.starts_with("quic://"), "{}", worker.address);
+    let mut run = gpufn_run(tc, &["--worker", &worker.address], &program, &["4", "6000"]);
+    run.envs(idle_timeout);
+    let output = finish(run);
+    assert_success(&output, "swap_idle over QUIC");
+    assert!(
+        stdout(&output).contains("swap_idle ok"),
         "{}",
         output_text(&output)
     );

@@ -1,14 +1,15 @@
 //! The connection to the worker: connect and handshake, synchronous calls, batched posts.
 //!
-//! One tokio runtime drives the connection's I/O: for QUIC with a single, dedicated thread
-//! (`gpufn-stub-io`), for TCP and Unix sockets on the calling thread (see [`io_runtime`]).
-//! Driver calls from any program thread take the connection lock, append
-//! their frame to the outgoing batch and, for calls, write the batch and wait for the reply
-//! on the runtime. Posts (launches, host-to-device copies, memsets, frees, stream and event
+//! One current-thread tokio runtime drives the connection's I/O: the calling thread during
+//! a call, and for QUIC a background thread (`gpufn-stub-io`) between calls (see
+//! [`crate::driver`] and [`needs_background`]). Driver calls from any program thread take
+//! the connection lock, append their frame to the outgoing batch and, for calls, write the
+//! batch and wait for the reply on the runtime. Posts (launches, host-to-device copies, memsets, frees, stream and event
 //! work) only append to the batch: they cost no round trip and are written with the next
 //! call, or when the batch grows past [`BATCH_LIMIT`]. The worker executes frames in order,
 //! so CUDA's ordering holds; errors of posts come back with the next reply.
 
+use crate::driver::Driver;
 use gpufn_proto::CuResult;
 use gpufn_proto::frame::{
     FrameHeader, FrameKind, FrameLimits, FrameReader, HEADER_LEN, encode_message,
@@ -35,12 +36,18 @@ pub const COPY_CHUNK: usize = 4 << 20;
 /// post returns, instead of being copied into the batch.
 const DIRECT_PAYLOAD: usize = 64 << 10;
 
+/// A call with at least this many bytes to send or receive leaves the driving to whichever
+/// thread already drives the connection (the background thread, for QUIC), so the transport
+/// runs on one thread while the caller copies on another. Smaller calls are driven by the
+/// calling thread, so their reply wakes it directly.
+const BULK: usize = 64 << 10;
+
 /// The error every call returns once the worker is gone.
 pub const LOST: CuResult = CuResult::ERROR_DEVICE_UNAVAILABLE;
 
 /// A live session with a worker.
 pub struct Session {
-    runtime: tokio::runtime::Runtime,
+    driver: Driver,
     conn: Mutex<Conn>,
     pub address: String,
     pub session: SessionId,
@@ -64,6 +71,8 @@ struct Conn {
     address: String,
     /// Device-to-host copies sent as calls whose replies are read later, in order.
     pending_reads: std::collections::VecDeque<PendingRead>,
+    /// At least [`BULK`] bytes were written since the last reply.
+    bulk_unanswered: bool,
 }
 
 /// An asynchronous device-to-host copy awaiting its reply.
@@ -122,8 +131,8 @@ impl Session {
             Ok(ticket) if !ticket.is_empty() => Credentials::Ticket(ticket),
             _ => Credentials::None,
         };
-        let runtime = io_runtime(&address)
-            .map_err(|e| format!("cannot start the stub's I/O runtime: {e}"))?;
+        let mut driver =
+            Driver::new().map_err(|e| format!("cannot start the stub's I/O runtime: {e}"))?;
         let options = ClientOptions {
             connect_timeout: Duration::from_secs(10),
             ..ClientOptions::default()
@@ -131,7 +140,7 @@ impl Session {
         let cannot_reach = |e: &dyn std::fmt::Display| {
             format!("cannot reach the worker at {address_text} (GPUFN_WORKER): {e}")
         };
-        let (connection, send, recv) = runtime
+        let (connection, send, recv) = driver
             .block_on(async {
                 let connection = transport::connect(&address, &options).await?;
                 let (send, recv) = connection.open_stream().await?;
@@ -148,6 +157,7 @@ impl Session {
             deferred: None,
             address: address_text.clone(),
             pending_reads: std::collections::VecDeque::new(),
+            bulk_unanswered: false,
         };
         let hello = Request::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -157,7 +167,7 @@ impl Session {
             session: None,
             client: client_description(),
         });
-        let welcome = match conn.call(&runtime, &hello, &[], ReplyData::None) {
+        let welcome = match conn.call(&driver, &hello, &[], ReplyData::None) {
             Ok(Reply::Welcome(welcome)) => welcome,
             Ok(other) => return Err(cannot_reach(&format!("unexpected answer {other:?}"))),
             Err(_) => {
@@ -167,7 +177,7 @@ impl Session {
                 ));
             }
         };
-        let count = match conn.call(&runtime, &Request::DeviceGetCount, &[], ReplyData::None) {
+        let count = match conn.call(&driver, &Request::DeviceGetCount, &[], ReplyData::None) {
             Ok(Reply::Count(n)) => n,
             other => {
                 return Err(format!(
@@ -178,7 +188,7 @@ impl Session {
         let mut devices = Vec::new();
         for device in 0..count {
             match conn.call(
-                &runtime,
+                &driver,
                 &Request::DeviceGetProperties { device },
                 &[],
                 ReplyData::None,
@@ -191,6 +201,11 @@ impl Session {
                 }
             }
         }
+        if needs_background(&address) {
+            driver
+                .start_background("gpufn-stub-io")
+                .map_err(|e| format!("cannot start the stub's I/O thread: {e}"))?;
+        }
         crate::log::debug(|| {
             format!(
                 "connected to {address_text}: session {}, {count} device(s), memory {:?}",
@@ -198,7 +213,7 @@ impl Session {
             )
         });
         Ok(Session {
-            runtime,
+            driver,
             conn: Mutex::new(conn),
             address: address_text,
             session: welcome.session,
@@ -223,7 +238,10 @@ impl Session {
         data: ReplyData<'_>,
     ) -> Result<Reply, CuResult> {
         let mut conn = self.lock();
-        let result = conn.call(&self.runtime, request, payload, data);
+        let _turn = conn
+            .drive_myself(payload, &data)
+            .then(|| self.driver.enter());
+        let result = conn.call(&self.driver, request, payload, data);
         if let Some(error) = conn.deferred.take() {
             return Err(error);
         }
@@ -242,11 +260,13 @@ impl Session {
         let payload_len: usize = payload.iter().map(|p| p.len()).sum();
         if payload_len >= DIRECT_PAYLOAD {
             conn.append_header(FrameKind::Post, request, payload_len as u64);
-            conn.flush_with(&self.runtime, payload);
+            conn.flush_with(&self.driver, payload);
+            self.driver.queued();
         } else {
             conn.append(FrameKind::Post, request, payload);
             if conn.batch.len() >= BATCH_LIMIT {
-                conn.flush(&self.runtime);
+                conn.flush(&self.driver);
+                self.driver.queued();
             }
         }
         match conn.lost {
@@ -279,7 +299,8 @@ impl Session {
             len,
         });
         if conn.batch.len() >= BATCH_LIMIT {
-            conn.flush(&self.runtime);
+            conn.flush(&self.driver);
+            self.driver.queued();
         }
         match conn.lost {
             Some(_) => Err(LOST),
@@ -290,11 +311,24 @@ impl Session {
     /// Writes all queued posts now (before the program blocks on something else, e.g. a
     /// host callback).
     pub fn flush(&self) {
-        self.lock().flush(&self.runtime);
+        if self.lock().flush(&self.driver) {
+            self.driver.queued();
+        }
     }
 }
 
 impl Conn {
+    /// Whether a call should drive the connection on the calling thread (see [`BULK`]).
+    fn drive_myself(&self, payload: &[&[u8]], data: &ReplyData<'_>) -> bool {
+        let sending: usize = payload.iter().map(|p| p.len()).sum();
+        let own_reply = match data {
+            ReplyData::None => 0,
+            ReplyData::Into(dst) => dst.len(),
+        };
+        let deferred: usize = self.pending_reads.iter().map(|p| p.len).sum();
+        !self.bulk_unanswered && sending < BULK && own_reply + deferred < BULK
+    }
+
     /// Appends a whole frame (header, message, payload) to the batch.
     fn append(&mut self, kind: FrameKind, request: &Request, payload: &[&[u8]]) -> u64 {
         let payload_len = payload.iter().map(|p| p.len() as u64).sum();
@@ -328,21 +362,25 @@ impl Conn {
         id
     }
 
-    fn flush(&mut self, runtime: &tokio::runtime::Runtime) {
+    /// Writes the batch; returns whether there was anything to write.
+    fn flush(&mut self, driver: &Driver) -> bool {
         if self.batch.is_empty() {
-            return;
+            return false;
         }
-        self.flush_with(runtime, &[]);
+        self.flush_with(driver, &[]);
+        true
     }
 
     /// Writes the batch followed by `tail` (the payload of the batch's last frame, written
     /// from the program's memory without a copy).
-    fn flush_with(&mut self, runtime: &tokio::runtime::Runtime, tail: &[&[u8]]) {
+    fn flush_with(&mut self, driver: &Driver, tail: &[&[u8]]) {
         if self.lost.is_some() {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let written = runtime.block_on(async {
+        let bytes = batch.len() + tail.iter().map(|p| p.len()).sum::<usize>();
+        self.bulk_unanswered |= bytes >= BULK;
+        let written = driver.block_on(async {
             self.send.write_all(&batch).await?;
             for part in tail {
                 self.send.write_all(part).await?;
@@ -358,7 +396,7 @@ impl Conn {
 
     fn call(
         &mut self,
-        runtime: &tokio::runtime::Runtime,
+        driver: &Driver,
         request: &Request,
         payload: &[&[u8]],
         mut data: ReplyData<'_>,
@@ -367,11 +405,11 @@ impl Conn {
             return Err(LOST);
         }
         let id = self.append(FrameKind::Call, request, payload);
-        self.flush(runtime);
+        self.flush(driver);
         if self.lost.is_some() {
             return Err(LOST);
         }
-        let received = runtime.block_on(async {
+        let received = driver.block_on(async {
             loop {
                 let Some(header) = self.reader.next_frame().await? else {
                     return Err(gpufn_proto::FrameError::Closed);
@@ -403,7 +441,12 @@ impl Conn {
             }
         });
         let message = match received {
-            Ok(message) => message,
+            // The reply follows everything written before the call on the same stream, so
+            // the worker has received it all.
+            Ok(message) => {
+                self.bulk_unanswered = false;
+                message
+            }
             Err(e) => {
                 self.lose(format!("cannot receive: {e}"));
                 return Err(LOST);
@@ -473,22 +516,13 @@ impl Conn {
     }
 }
 
-/// The runtime that drives the connection. QUIC needs work in the background (ACKs,
-/// keep-alives, flow control) even while the program computes, so it gets a dedicated I/O
-/// thread (`gpufn-stub-io`). A TCP or Unix socket needs nothing between calls, so the thread
-/// that makes a call drives the socket itself: its reply wakes that thread directly, one
-/// thread switch less per round trip than going through an I/O thread.
-fn io_runtime(address: &Address) -> std::io::Result<tokio::runtime::Runtime> {
-    match address {
-        Address::Quic { .. } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("gpufn-stub-io")
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    }
+/// Whether the connection needs driving between calls. The thread that makes a call always
+/// drives it during the call, so its reply wakes that thread directly. QUIC also needs work
+/// between calls (ACKs, keep-alives, sending queued posts) even while the program computes,
+/// so it gets a background thread (`gpufn-stub-io`) for that; a TCP or Unix socket needs
+/// nothing between calls.
+fn needs_background(address: &Address) -> bool {
+    matches!(address, Address::Quic { .. })
 }
 
 fn client_description() -> String {

@@ -14,6 +14,31 @@ use super::{Address, ClientOptions, TransportError};
 /// Handshakes finished but not yet taken by `Listener::accept`.
 const CONNECTION_BACKLOG: usize = 64;
 
+/// A connection that hears nothing from its peer for this long is closed; keep-alives go out
+/// every sixth of it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Overrides [`IDLE_TIMEOUT`] in milliseconds, so tests can check that idle connections stay
+/// up without waiting for minutes. Both peers need it: the shorter of their timeouts applies.
+pub const IDLE_TIMEOUT_ENV: &str = "GPUFN_QUIC_IDLE_TIMEOUT_MS";
+
+/// The idle timeout: [`IDLE_TIMEOUT`], or what [`IDLE_TIMEOUT_ENV`] says.
+fn idle_timeout() -> Duration {
+    let Ok(text) = std::env::var(IDLE_TIMEOUT_ENV) else {
+        return IDLE_TIMEOUT;
+    };
+    match text.trim().parse::<u32>() {
+        Ok(ms) if ms >= 6 => Duration::from_millis(u64::from(ms)),
+        _ => {
+            tracing::warn!(
+                "{IDLE_TIMEOUT_ENV}={text:?} is not a number of milliseconds of at least 6; \
+                 using {IDLE_TIMEOUT:?} (unset it or give e.g. 2000)"
+            );
+            IDLE_TIMEOUT
+        }
+    }
+}
+
 /// Transport parameters for gpufn's traffic: a few long-lived connections, each with one
 /// stream per CUDA stream plus bulk copies.
 pub fn transport_config() -> TransportConfig {
@@ -29,9 +54,12 @@ pub fn transport_config() -> TransportConfig {
     config.max_concurrent_bidi_streams(VarInt::from_u32(1024));
     config.max_concurrent_uni_streams(VarInt::from_u32(0));
     // Sessions idle for long stretches (swapped out) but must stay connected; a dead peer is
-    // noticed after 30 s.
-    config.keep_alive_interval(Some(Duration::from_secs(5)));
-    config.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    // noticed after the idle timeout (30 s).
+    let idle = idle_timeout();
+    config.keep_alive_interval(Some(idle / 6));
+    config.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(idle).unwrap_or(VarInt::from_u32(30_000).into()),
+    ));
     config
 }
 
