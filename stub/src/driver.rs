@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
-/// How long the connection must go without a caller before the background thread drives
-/// it. It only delays timers and the processing of packets that arrive between calls; QUIC
-/// peers expect a delay of up to their ACK delay (25 ms) anyway.
-pub const IDLE_DELAY: Duration = Duration::from_millis(2);
+/// How long the connection must go without a turn before the background thread drives it.
+/// It delays only timers and the processing of packets that arrive between calls (queued
+/// posts are sent at once), and stays below the 25 ms a QUIC peer allows for ACKs. While
+/// callers hold turns the background thread checks back at this interval.
+pub const IDLE_DELAY: Duration = Duration::from_millis(10);
 
 /// The connection's runtime and, for transports that need it, the background thread.
 pub struct Driver {
@@ -205,5 +206,64 @@ impl Background {
             return;
         }
         leave.await;
+        // Run what is ready before leaving, above all the connection's task that sends the
+        // request the caller just wrote, so it goes out while the caller takes over.
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Longest a test waits before it calls the driver stuck (a guard, not a measurement).
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_background_thread_runs_tasks_while_no_caller_does() {
+        let mut driver = Driver::new().unwrap();
+        driver.start_background("test-driver").unwrap();
+        let (tx, rx) = mpsc::channel();
+        // The task needs its timer fired after block_on has returned: only the background
+        // thread can do that.
+        driver.block_on(async move {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let _ = tx.send(());
+            });
+        });
+        assert_eq!(rx.recv_timeout(HANG_GUARD), Ok(()));
+    }
+
+    #[test]
+    fn threads_with_and_without_turns_all_finish() {
+        let mut driver = Driver::new().unwrap();
+        driver.start_background("test-driver").unwrap();
+        let driver = &driver;
+        let (done, finished) = mpsc::channel();
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let done = done.clone();
+                scope.spawn(move || {
+                    for i in 0..300 {
+                        // Timers need a driver: the caller with a turn, otherwise whichever
+                        // thread is in the runtime.
+                        let sleep = async { tokio::time::sleep(Duration::from_micros(100)).await };
+                        if (thread + i) % 3 == 0 {
+                            driver.queued();
+                            driver.block_on(sleep);
+                        } else {
+                            let _turn = driver.enter();
+                            driver.block_on(sleep);
+                        }
+                    }
+                    let _ = done.send(());
+                });
+            }
+            for _ in 0..4 {
+                assert_eq!(finished.recv_timeout(HANG_GUARD), Ok(()));
+            }
+        });
     }
 }
