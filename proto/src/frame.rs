@@ -318,19 +318,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads the whole remaining payload into a new vector (bounded by the frame limits).
     pub async fn read_payload_vec(&mut self) -> Result<Vec<u8>, FrameError> {
+        let mut buf = Vec::new();
+        self.read_payload_into(&mut buf).await?;
+        Ok(buf)
+    }
+
+    /// Appends the whole remaining payload to `buf` (bounded by the frame limits), e.g. a
+    /// buffer kept from an earlier frame.
+    pub async fn read_payload_into(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
         // Bounded by `limits.max_payload`, checked when the header was decoded. Reads go
         // into the vector's spare capacity: no memset over bytes about to be overwritten.
-        let len = self.pending_payload as usize;
-        let mut buf = Vec::with_capacity(len);
-        while buf.len() < len {
-            let missing = (len - buf.len()) as u64;
-            let read = (&mut self.inner).take(missing).read_buf(&mut buf).await?;
+        let end = buf.len() + self.pending_payload as usize;
+        buf.reserve_exact(self.pending_payload as usize);
+        while buf.len() < end {
+            let missing = (end - buf.len()) as u64;
+            let read = (&mut self.inner).take(missing).read_buf(buf).await?;
             if read == 0 {
                 return Err(FrameError::Closed);
             }
             self.pending_payload -= read as u64;
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// Discards the rest of the current frame's payload.

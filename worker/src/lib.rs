@@ -10,6 +10,7 @@
 //! - [`device`]: the [`device::Device`] trait and its backends (`cpu` over `gpufn-ptx`;
 //!   `cuda` detection).
 //! - [`cache`]: module images by SHA-256, shared by all sessions.
+//! - [`buffers`]: a session's payload and reply buffers, reused from frame to frame.
 //! - [`swap`]: the device memory budget, idle swap-out and swap-in over `gpufn-swap`.
 //!
 //! ```no_run
@@ -22,6 +23,7 @@
 //! ```
 
 pub mod address_space;
+pub mod buffers;
 pub mod cache;
 pub mod config;
 pub mod device;

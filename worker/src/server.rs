@@ -11,6 +11,7 @@
 //! or touch another session.
 
 use crate::address_space::RangePool;
+use crate::buffers::Buffers;
 use crate::cache::ModuleCache;
 use crate::config::WorkerConfig;
 use crate::device::{self, Device};
@@ -512,9 +513,11 @@ impl Worker {
         let (reply_tx, reply_rx) = mpsc::unbounded_channel::<(u64, CallReply)>();
         let counters = self.shared.sessions.get(session_id);
         let in_flight = Arc::new(AtomicUsize::new(0));
+        let buffers = slot.buffers();
         let inline = Inline {
             worker: self,
             slot: &slot,
+            buffers: buffers.clone(),
             replies: reply_tx.clone(),
             counters: counters.clone(),
             in_flight: in_flight.clone(),
@@ -523,10 +526,10 @@ impl Worker {
         let executed = slot.clone();
         let mut executor = tokio::task::spawn_blocking(move || {
             execute(
-                &worker, &executed, request_rx, reply_tx, counters, &in_flight,
+                &worker, &executed, request_rx, reply_tx, counters, &in_flight, &buffers,
             )
         });
-        let replies = tokio::spawn(write_replies(writer, reply_rx));
+        let replies = tokio::spawn(write_replies(writer, reply_rx, inline.buffers.clone()));
 
         let mut finished = None;
         let ended = tokio::select! {
@@ -684,6 +687,8 @@ enum ReadEnd {
 struct Inline<'a> {
     worker: &'a Worker,
     slot: &'a Slot,
+    /// The session's buffer pool: payloads are read into its buffers.
+    buffers: Arc<Buffers>,
     replies: mpsc::UnboundedSender<(u64, CallReply)>,
     counters: Option<Arc<SessionCounters>>,
     /// Requests handed to the executor whose replies are not yet queued for the writer.
@@ -711,7 +716,13 @@ impl Inline<'_> {
             return Inlined::ForExecutor(incoming);
         }
         let id = incoming.id;
-        let (reply, _) = execute_one(self.worker, self.slot, incoming, self.counters.as_deref());
+        let (reply, _) = execute_one(
+            self.worker,
+            self.slot,
+            incoming,
+            self.counters.as_deref(),
+            &self.buffers,
+        );
         let Some(reply) = reply else {
             return Inlined::Answered;
         };
@@ -755,7 +766,7 @@ async fn read_requests(
 ) -> ReadEnd {
     let mut batch = Vec::new();
     loop {
-        let incoming = match read_request(reader).await {
+        let incoming = match read_request(reader, &inline.buffers).await {
             Ok(incoming) => incoming,
             Err(end) => return end,
         };
@@ -781,8 +792,11 @@ async fn read_requests(
     }
 }
 
-/// Reads one call or post with its payload.
-async fn read_request(reader: &mut FrameReader<RecvStream>) -> Result<Incoming, ReadEnd> {
+/// Reads one call or post with its payload (into a buffer from the session's pool).
+async fn read_request(
+    reader: &mut FrameReader<RecvStream>,
+    buffers: &Buffers,
+) -> Result<Incoming, ReadEnd> {
     let header = match reader.next_frame().await {
         Ok(Some(header)) => header,
         Ok(None) | Err(FrameError::Closed) => return Err(ReadEnd::Closed),
@@ -795,11 +809,16 @@ async fn read_request(reader: &mut FrameReader<RecvStream>) -> Result<Incoming, 
         }));
     }
     let request = reader.request().map_err(ReadEnd::BadFrame)?;
-    let payload = match reader.read_payload_vec().await {
-        Ok(payload) => payload,
+    let mut payload = match reader.pending_payload() {
+        0 => Vec::new(),
+        // Bounded by the frame limits, checked when the header was decoded.
+        len => buffers.take_empty(len as usize),
+    };
+    match reader.read_payload_into(&mut payload).await {
+        Ok(()) => {}
         Err(FrameError::Closed) => return Err(ReadEnd::Closed),
         Err(e) => return Err(ReadEnd::BadFrame(e)),
-    };
+    }
     Ok(Incoming {
         id: header.id,
         kind: header.kind,
@@ -817,6 +836,7 @@ fn execute(
     replies: mpsc::UnboundedSender<(u64, CallReply)>,
     counters: Option<Arc<SessionCounters>>,
     in_flight: &AtomicUsize,
+    buffers: &Buffers,
 ) {
     while let Some(batch) = requests.blocking_recv() {
         for incoming in batch {
@@ -827,7 +847,8 @@ fn execute(
                 return;
             }
             let id = incoming.id;
-            let (reply, detached) = execute_one(worker, slot, incoming, counters.as_deref());
+            let (reply, detached) =
+                execute_one(worker, slot, incoming, counters.as_deref(), buffers);
             if let Some(reply) = reply
                 && replies.send((id, reply)).is_err()
             {
@@ -842,13 +863,14 @@ fn execute(
     }
 }
 
-/// Runs one request and counts it in the session's usage. Returns the reply (for a call)
-/// and whether the session detached.
+/// Runs one request and counts it in the session's usage; its payload buffer goes back to
+/// the pool. Returns the reply (for a call) and whether the session detached.
 fn execute_one(
     worker: &Worker,
     slot: &Slot,
     incoming: Incoming,
     counters: Option<&SessionCounters>,
+    buffers: &Buffers,
 ) -> (Option<CallReply>, bool) {
     let Incoming {
         id,
@@ -860,7 +882,8 @@ fn execute_one(
     let (reply, detached, resident) = worker
         .shared
         .swapper
-        .execute(slot, id, kind, request, payload);
+        .execute(slot, id, kind, request, &payload);
+    buffers.give_back(payload);
     if let Some(c) = counters {
         moved += reply.as_ref().map_or(0, |r| r.data.len() as u64);
         c.bytes_moved.fetch_add(moved, Ordering::Relaxed);
@@ -874,6 +897,7 @@ fn execute_one(
 async fn write_replies(
     mut writer: FrameWriter<SendStream>,
     mut replies: mpsc::UnboundedReceiver<(u64, CallReply)>,
+    buffers: Arc<Buffers>,
 ) {
     while let Some((id, reply)) = replies.recv().await {
         let parts: [&[u8]; 2] = [&reply.data, &reply.printf];
@@ -881,6 +905,7 @@ async fn write_replies(
             Ok(()) => writer.flush().await,
             Err(e) => Err(e),
         };
+        buffers.give_back(reply.data);
         if let Err(e) = written {
             tracing::debug!("could not send a reply, the client is gone: {e}");
             return;

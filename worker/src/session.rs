@@ -7,6 +7,7 @@
 //! runs, everything before it has finished.
 
 use crate::address_space::{AddressError, AddressSpace, Owner};
+use crate::buffers::Buffers;
 use crate::cache::{ModuleCache, hash_image};
 use crate::device::{Device, DeviceSession, KernelDesc, Launch};
 use crate::error::DeviceError;
@@ -99,6 +100,8 @@ pub struct Session {
     detached: bool,
     /// Admits the session's device memory into the worker's device memory budget.
     gate: Arc<dyn MemoryGate>,
+    /// Where device-to-host reply data comes from and returns to once sent.
+    buffers: Arc<Buffers>,
 }
 
 impl Session {
@@ -130,7 +133,14 @@ impl Session {
             cancel: Arc::new(AtomicBool::new(false)),
             detached: false,
             gate,
+            buffers: Arc::default(),
         })
+    }
+
+    /// The session's buffer pool: device-to-host replies take their data from it, and
+    /// whoever is done with a request's payload or a reply's data gives it back.
+    pub fn buffers(&self) -> Arc<Buffers> {
+        self.buffers.clone()
     }
 
     pub fn id(&self) -> SessionId {
@@ -215,7 +225,7 @@ impl Session {
         id: u64,
         kind: FrameKind,
         request: Request,
-        payload: Vec<u8>,
+        payload: &[u8],
     ) -> Option<CallReply> {
         let sticky_before = self.sticky.is_some();
         let result = match &self.sticky {
@@ -268,11 +278,7 @@ impl Session {
         }
     }
 
-    fn handle(
-        &mut self,
-        request: &Request,
-        payload: Vec<u8>,
-    ) -> Result<(Reply, Vec<u8>), CallError> {
+    fn handle(&mut self, request: &Request, payload: &[u8]) -> Result<(Reply, Vec<u8>), CallError> {
         let reply = match request {
             Request::Hello(_) => {
                 return Err(invalid("Hello is only valid as the first call of a stream"));
@@ -372,13 +378,13 @@ impl Session {
             },
             Request::MemcpyHtoD { dst, stream } => {
                 self.check_stream(*stream)?;
-                self.memory.write(*dst, &payload)?;
+                self.memory.write(*dst, payload)?;
                 Reply::Done
             }
             Request::MemcpyDtoH { src, len, stream } => {
                 self.check_stream(*stream)?;
                 let len = check_reply_len(*len)?;
-                let mut data = vec![0u8; len];
+                let mut data = self.buffers.take_filled(len);
                 self.memory.read(*src, &mut data)?;
                 return Ok((Reply::Data, data));
             }
@@ -400,7 +406,7 @@ impl Session {
                 stream,
             } => {
                 self.check_stream(*stream)?;
-                let data = self.copy_strided(*direction, *dst, *src, *extent, &payload)?;
+                let data = self.copy_strided(*direction, *dst, *src, *extent, payload)?;
                 return Ok(match data {
                     Some(data) => (Reply::Data, data),
                     None => (Reply::Done, Vec::new()),
@@ -451,14 +457,7 @@ impl Session {
                 attributes,
             } => {
                 self.check_stream(*stream)?;
-                self.launch(
-                    *function,
-                    *grid,
-                    *block,
-                    *shared_bytes,
-                    attributes,
-                    &payload,
-                )?;
+                self.launch(*function, *grid, *block, *shared_bytes, attributes, payload)?;
                 Reply::Done
             }
             Request::StreamCreate { stream, .. } => {
@@ -657,7 +656,7 @@ impl Session {
             }
             CopyDirection::DeviceToHost => {
                 let src = src.ok_or_else(|| missing("source"))?;
-                let mut out = vec![0u8; check_reply_len(dense)?];
+                let mut out = self.buffers.take_filled(check_reply_len(dense)?);
                 for (i, (y, z)) in rows_iter.enumerate() {
                     let start = i * width as usize;
                     self.memory.read(
@@ -684,15 +683,15 @@ impl Session {
         module: ModuleId,
         hash: &ImageHash,
         inline: bool,
-        payload: Vec<u8>,
+        payload: &[u8],
     ) -> Result<Reply, CallError> {
         let image: Arc<[u8]> = if inline {
-            if hash_image(&payload) != *hash {
+            if hash_image(payload) != *hash {
                 return Err(invalid(
                     "the module image does not match its SHA-256 hash; send sha256(image)",
                 ));
             }
-            let image: Arc<[u8]> = payload.into();
+            let image: Arc<[u8]> = Arc::from(payload);
             self.cache.insert(*hash, image.clone());
             image
         } else {

@@ -175,6 +175,11 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// The session's buffer pool (see [`Session::buffers`]).
+    pub fn buffers(&self) -> Arc<crate::buffers::Buffers> {
+        lock(&self.session).buffers()
+    }
+
     fn place(&self) -> Place {
         *lock(&self.place)
     }
@@ -311,7 +316,7 @@ impl Swapper {
         id: u64,
         kind: FrameKind,
         request: Request,
-        payload: Vec<u8>,
+        payload: &[u8],
     ) -> (Option<CallReply>, bool, u64) {
         let mut session = lock(&slot.session);
         let answer = match &request {
