@@ -41,13 +41,13 @@ pub struct Driver {
 
 /// What callers and the background thread share.
 struct Shared {
-    /// Callers using (or waiting for) the connection; the background thread stays out of the
-    /// runtime while there are any.
+    /// Callers holding a turn; the background thread stays out of the runtime while there
+    /// are any.
     callers: AtomicUsize,
     /// Wakes the background thread out of the runtime.
     leave: Notify,
     state: Mutex<State>,
-    /// Wakes the background thread when a caller left work in flight.
+    /// Wakes the background thread when data was queued for sending or a turn ended.
     changed: Condvar,
 }
 
