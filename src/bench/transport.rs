@@ -19,6 +19,7 @@ use gpufn_proto::frame::{
     FrameBody, FrameKind, FrameLimits, FrameReader, FrameWriter, encode_frame,
 };
 use gpufn_proto::message::{Reply, ReplyMessage, Request};
+use gpufn_proto::transport::socket::widen_unix_buffers;
 use gpufn_proto::transport::{self, Address, ClientOptions, Listener, ServerOptions, ServerTls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
@@ -481,12 +482,16 @@ impl RawPair {
                 let listener = UnixListener::bind(&path)?;
                 let server = tokio::spawn(async move {
                     while let Ok((s, _)) = listener.accept().await {
+                        widen_unix_buffers(&s);
                         let (r, w) = s.into_split();
                         tokio::spawn(raw_server(Box::new(w), Box::new(r), shape));
                     }
                 });
                 let open = || async {
-                    let (r, w) = UnixStream::connect(&path).await?.into_split();
+                    // The same socket buffers as gpufn's own Unix sockets.
+                    let stream = UnixStream::connect(&path).await?;
+                    widen_unix_buffers(&stream);
+                    let (r, w) = stream.into_split();
                     Ok::<_, anyhow::Error>((Box::new(w) as BoxWrite, Box::new(r) as BoxRead))
                 };
                 Self::new(

@@ -697,17 +697,16 @@ struct Inline<'a> {
 
 impl Inline<'_> {
     /// Runs `incoming` on the reader if that keeps the session's order and cannot hold the
-    /// reader up: a call from [`runs_inline`], on a session whose memory is on the device
-    /// (no swap-in), with nothing handed to the executor still unanswered. A synchronous
-    /// call with nothing queued then costs no hand-off to the executor's thread and back.
+    /// reader up for long: a request from [`runs_inline`], on a session whose memory is on
+    /// the device (no swap-in), with nothing handed to the executor still unanswered. A
+    /// synchronous call or a small copy with nothing queued then costs no hand-off to the
+    /// executor's thread and back.
     fn try_run(&self, incoming: Incoming) -> Inlined {
         let cancelled = self
             .counters
             .as_ref()
             .is_some_and(|c| c.cancel.load(Ordering::SeqCst));
-        let eligible = incoming.kind == FrameKind::Call
-            && incoming.payload.is_empty()
-            && runs_inline(&incoming.request)
+        let eligible = runs_inline(&incoming.request, incoming.payload.len())
             && !cancelled
             && self.slot.is_hot()
             // Acquire: the executor's earlier requests and their replies happened before.
@@ -736,7 +735,7 @@ impl Inline<'_> {
 
 /// What became of a request the reader offered to run itself.
 enum Inlined {
-    /// Run, and its reply queued for the writer.
+    /// Run, and (for a call) its reply queued for the writer.
     Answered,
     /// Run, but the client is gone.
     ClientGone,
@@ -744,19 +743,27 @@ enum Inlined {
     ForExecutor(Incoming),
 }
 
-/// Calls that only read the session's state: with nothing queued before them they answer
-/// at once (the executor runs requests to completion, so nothing is left to wait for).
-fn runs_inline(request: &Request) -> bool {
-    matches!(
-        request,
+/// Host-to-device copies with a payload up to this size, and device-to-host copies up to
+/// it, may run on the reader: a memory copy this small holds the reader up for well under a
+/// millisecond, and a one-frame copy then skips the hand-off to the executor and back.
+const INLINE_COPY_BYTES: u64 = 1 << 20;
+
+/// Requests the reader may run itself when nothing is queued before them: calls that only
+/// read the session's state (the executor runs requests to completion, so nothing is left
+/// to wait for), and small copies.
+fn runs_inline(request: &Request, payload_len: usize) -> bool {
+    match request {
         Request::Ping
-            | Request::ContextSynchronize { .. }
-            | Request::StreamSynchronize { .. }
-            | Request::StreamQuery { .. }
-            | Request::EventSynchronize { .. }
-            | Request::EventQuery { .. }
-            | Request::MemGetInfo
-    )
+        | Request::ContextSynchronize { .. }
+        | Request::StreamSynchronize { .. }
+        | Request::StreamQuery { .. }
+        | Request::EventSynchronize { .. }
+        | Request::EventQuery { .. }
+        | Request::MemGetInfo => payload_len == 0,
+        Request::MemcpyHtoD { .. } => payload_len as u64 <= INLINE_COPY_BYTES,
+        Request::MemcpyDtoH { len, .. } => payload_len == 0 && *len <= INLINE_COPY_BYTES,
+        _ => false,
+    }
 }
 
 async fn read_requests(

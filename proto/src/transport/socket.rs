@@ -106,7 +106,11 @@ impl Socket {
                     stream.set_nodelay(true)?;
                     Ok(Socket::Tcp(stream))
                 }
-                Address::Unix { path } => Ok(Socket::Unix(UnixStream::connect(path).await?)),
+                Address::Unix { path } => {
+                    let stream = UnixStream::connect(path).await?;
+                    widen_unix_buffers(&stream);
+                    Ok(Socket::Unix(stream))
+                }
                 Address::Quic { .. } => Err(io::Error::other("not a socket address")),
             }
         };
@@ -277,6 +281,20 @@ fn remove(registry: &Registry, id: &ConnectionId) {
     }
 }
 
+/// Socket buffer size asked for on Unix sockets (the kernel caps it at `net.core.wmem_max`
+/// and `rmem_max`).
+pub const UNIX_BUFFER_BYTES: usize = 4 << 20;
+
+/// Unix stream sockets start with about 200 KiB of buffer, and nothing grows it (TCP tunes
+/// its own). A copy of many MiB then moves in 200 KiB steps, each costing both sides a
+/// wake-up; a few MiB of buffer lets it flow. Failing to widen is not an error: the socket
+/// works, only slower.
+pub fn widen_unix_buffers(stream: &UnixStream) {
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_send_buffer_size(UNIX_BUFFER_BYTES);
+    let _ = socket.set_recv_buffer_size(UNIX_BUFFER_BYTES);
+}
+
 enum RawListener {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -292,6 +310,7 @@ impl RawListener {
             }
             RawListener::Unix(l) => {
                 let (stream, _) = l.accept().await?;
+                widen_unix_buffers(&stream);
                 Ok((Socket::Unix(stream), "unix socket peer".to_string()))
             }
         }
@@ -524,6 +543,23 @@ fn new_connection_id() -> Result<ConnectionId, rustls::crypto::GetRandomFailed> 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[tokio::test]
+    async fn unix_sockets_get_wide_buffers() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let before = socket2::SockRef::from(&a).send_buffer_size().unwrap();
+        widen_unix_buffers(&a);
+        let after = socket2::SockRef::from(&a).send_buffer_size().unwrap();
+        // The kernel caps the request at net.core.wmem_max (and reports twice what it keeps).
+        let cap = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        assert!(
+            after >= before && after >= UNIX_BUFFER_BYTES.min(cap),
+            "send buffer {before} -> {after} bytes (wmem_max {cap})"
+        );
+    }
 
     #[test]
     fn preamble_round_trips() {
