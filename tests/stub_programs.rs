@@ -409,6 +409,21 @@ fn a_program_idle_for_several_quic_timeouts_keeps_its_session() {
     );
 }
 
+/// A copy of many chunks moves whole: `swap_idle` fills 40 MiB (ten 4 MiB copy chunks, more
+/// than the stub keeps in flight at once) and checks every word it copies back.
+#[test]
+fn a_device_to_host_copy_of_many_chunks_lands_whole() {
+    let tc = toolchain().unwrap();
+    let program = compile(tc, "swap_idle.cu", "stub-many-chunks", &[]);
+    let output = finish(gpufn_run(tc, &[], &program, &["40", "0"]));
+    assert_success(&output, "swap_idle 40 MiB");
+    assert!(
+        stdout(&output).contains("swap_idle ok"),
+        "{}",
+        output_text(&output)
+    );
+}
+
 /// After `fork()` the child's calls are refused with `CUDA_ERROR_NOT_INITIALIZED` and the
 /// parent's session carries on with its memory intact.
 #[test]

@@ -308,6 +308,25 @@ impl Session {
         }
     }
 
+    /// Waits until at most `keep` deferred device-to-host copies are unanswered (their
+    /// data in place), so that a long copy keeps a window of chunk requests in flight
+    /// instead of stopping at the end of each window. Errors they report, and any earlier
+    /// post's, are returned.
+    pub fn complete_reads(&self, keep: usize) -> Result<(), CuResult> {
+        let mut conn = self.lock();
+        let _turn = conn
+            .drive_myself(&[], &ReplyData::None)
+            .then(|| self.driver.enter());
+        conn.complete_reads(&self.driver, keep);
+        if let Some(error) = conn.deferred.take() {
+            return Err(error);
+        }
+        match conn.lost {
+            Some(_) => Err(LOST),
+            None => Ok(()),
+        }
+    }
+
     /// Writes all queued posts now (before the program blocks on something else, e.g. a
     /// host callback).
     pub fn flush(&self) {
@@ -421,23 +440,7 @@ impl Conn {
                     return self.read_reply(header, &mut data).await;
                 }
                 // Replies come in order: an earlier one belongs to a deferred read.
-                if self
-                    .pending_reads
-                    .front()
-                    .is_some_and(|p| p.id == header.id)
-                {
-                    let pending = self.pending_reads.pop_front().expect("checked above");
-                    // SAFETY: the program promised `len` writable bytes at `dst` that stay
-                    // valid until it synchronises, which happens no earlier than this reply.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(pending.dst as *mut u8, pending.len)
-                    };
-                    let message = self.read_reply(header, &mut ReplyData::Into(dst)).await?;
-                    if let Err(e) = &message.result {
-                        self.deferred.get_or_insert(e.code);
-                    }
-                    self.note_deferred(&message);
-                }
+                self.land_deferred_read(header).await?;
             }
         });
         let message = match received {
@@ -460,6 +463,49 @@ impl Conn {
             }
             e.code
         })
+    }
+
+    /// Reads replies until at most `keep` deferred reads are still unanswered.
+    fn complete_reads(&mut self, driver: &Driver, keep: usize) {
+        if self.pending_reads.len() <= keep || self.lost.is_some() {
+            return;
+        }
+        self.flush(driver);
+        let received = driver.block_on(async {
+            while self.pending_reads.len() > keep && self.lost.is_none() {
+                let Some(header) = self.reader.next_frame().await? else {
+                    return Err(gpufn_proto::FrameError::Closed);
+                };
+                if header.kind == FrameKind::Reply {
+                    self.land_deferred_read(header).await?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = received {
+            self.lose(format!("cannot receive: {e}"));
+        }
+    }
+
+    /// If `header` answers the oldest deferred read, reads its data into place (an error it
+    /// reports is kept for the program's next call). Other replies are skipped.
+    async fn land_deferred_read(
+        &mut self,
+        header: gpufn_proto::FrameHeader,
+    ) -> Result<(), gpufn_proto::FrameError> {
+        if self.pending_reads.front().is_none_or(|p| p.id != header.id) {
+            return Ok(());
+        }
+        let pending = self.pending_reads.pop_front().expect("checked above");
+        // SAFETY: the program promised `len` writable bytes at `dst` that stay valid until
+        // it synchronises, which happens no earlier than this reply.
+        let dst = unsafe { std::slice::from_raw_parts_mut(pending.dst as *mut u8, pending.len) };
+        let message = self.read_reply(header, &mut ReplyData::Into(dst)).await?;
+        if let Err(e) = &message.result {
+            self.deferred.get_or_insert(e.code);
+        }
+        self.note_deferred(&message);
+        Ok(())
     }
 
     /// Reads the rest of a reply frame: its own payload into `data`, kernel printf output to

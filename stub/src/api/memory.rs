@@ -140,8 +140,9 @@ pub fn copy_to_device(
 /// chunks' replies are in flight.
 const READ_WINDOW: usize = 8;
 
-/// Device → host: waits for the data. Chunks are requested [`READ_WINDOW`] at a time; all
-/// but the last of a window are read into place while waiting for the last one.
+/// Device → host: waits for the data. Up to [`READ_WINDOW`] chunk requests are in flight:
+/// each time a chunk's data is in place the next chunk is requested, so the worker never
+/// runs out of work in the middle of a copy.
 pub fn copy_to_host(
     dst: *mut c_void,
     src: u64,
@@ -164,12 +165,20 @@ pub fn copy_to_host(
             len: chunk.len() as u64,
             stream,
         };
-        if (i + 1) % READ_WINDOW == 0 || i + 1 == chunks {
-            session.call(&request, &[], ReplyData::Into(chunk))?;
-        } else {
-            // SAFETY: `chunk` stays valid until the call that ends this window returns, and
-            // that call reads every earlier reply (or the session is lost, which drops them).
-            unsafe { session.call_deferred(&request, chunk.as_mut_ptr(), chunk.len())? };
+        if i + 1 == chunks {
+            // The call reads every earlier chunk's reply before its own.
+            return session
+                .call(&request, &[], ReplyData::Into(chunk))
+                .map(drop);
+        }
+        // SAFETY: `chunk` stays valid until its reply is read: by `complete_reads` below, by
+        // the final call, or, on an error, by the `complete_reads(0)` before returning (a
+        // lost session drops the pending reads).
+        unsafe { session.call_deferred(&request, chunk.as_mut_ptr(), chunk.len())? };
+        if let Err(error) = session.complete_reads(READ_WINDOW - 1) {
+            // No reply may land in `dst` after this copy has returned.
+            let _ = session.complete_reads(0);
+            return Err(error);
         }
     }
     Ok(())
