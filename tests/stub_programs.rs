@@ -424,6 +424,49 @@ fn a_device_to_host_copy_of_many_chunks_lands_whole() {
     );
 }
 
+/// Numba (numba-cuda over cuda-python) compiles Python kernels to PTX, links them with
+/// `cuLink*` and launches them through the stub: shared memory and barriers, atomics, a 2D
+/// grid, libdevice math, streams and events, each checked against NumPy.
+/// `scripts/numba-env.sh` installs the pinned packages into `.cache/` once.
+#[test]
+fn numba_kernels_run_through_the_stub() {
+    let tc = toolchain().unwrap();
+    let root = support::cuda::repo_root();
+    let mut env_script = tc.command(root.join("scripts/numba-env.sh"));
+    let installed = env_script.output().expect("scripts/numba-env.sh runs");
+    assert!(
+        installed.status.success(),
+        "installing Numba failed: {}",
+        output_text(&installed)
+    );
+    let python = String::from_utf8_lossy(&installed.stdout)
+        .trim()
+        .to_string();
+    let script = root.join("tests/python/numba_kernels.py");
+    let output = finish(gpufn_run(
+        tc,
+        &[],
+        Path::new(&python),
+        &[script.to_str().unwrap()],
+    ));
+    assert_success(&output, "numba_kernels.py");
+    let text = stdout(&output);
+    for check in [
+        "saxpy ok",
+        "block_sums ok",
+        "histogram ok",
+        "transpose ok",
+        "sines on a stream ok",
+        "numba ok",
+    ] {
+        assert!(
+            text.contains(check),
+            "{check} missing: {}",
+            output_text(&output)
+        );
+    }
+}
+
 /// After `fork()` the child's calls are refused with `CUDA_ERROR_NOT_INITIALIZED` and the
 /// parent's session carries on with its memory intact.
 #[test]

@@ -208,14 +208,6 @@ crate::exports::not_supported_exports! {
     cuLaunchGridAsync,
     cuLibraryGetManaged,
     cuLibraryGetUnifiedFunction,
-    cuLinkAddData,
-    cuLinkAddData_v2,
-    cuLinkAddFile,
-    cuLinkAddFile_v2,
-    cuLinkComplete,
-    cuLinkCreate,
-    cuLinkCreate_v2,
-    cuLinkDestroy,
     cuLogicalEndpointAddDevice,
     cuLogicalEndpointBindAddr,
     cuLogicalEndpointBindMem,
@@ -1671,35 +1663,35 @@ pub static SYMBOLS: crate::exports::SymbolList = crate::exports::SymbolList(&[
     ),
     (
         "cuLinkAddData",
-        not_supported::cuLinkAddData as crate::exports::Symbol,
+        crate::api::cuLinkAddData as crate::exports::Symbol,
     ),
     (
         "cuLinkAddData_v2",
-        not_supported::cuLinkAddData_v2 as crate::exports::Symbol,
+        crate::api::cuLinkAddData_v2 as crate::exports::Symbol,
     ),
     (
         "cuLinkAddFile",
-        not_supported::cuLinkAddFile as crate::exports::Symbol,
+        crate::api::cuLinkAddFile as crate::exports::Symbol,
     ),
     (
         "cuLinkAddFile_v2",
-        not_supported::cuLinkAddFile_v2 as crate::exports::Symbol,
+        crate::api::cuLinkAddFile_v2 as crate::exports::Symbol,
     ),
     (
         "cuLinkComplete",
-        not_supported::cuLinkComplete as crate::exports::Symbol,
+        crate::api::cuLinkComplete as crate::exports::Symbol,
     ),
     (
         "cuLinkCreate",
-        not_supported::cuLinkCreate as crate::exports::Symbol,
+        crate::api::cuLinkCreate as crate::exports::Symbol,
     ),
     (
         "cuLinkCreate_v2",
-        not_supported::cuLinkCreate_v2 as crate::exports::Symbol,
+        crate::api::cuLinkCreate_v2 as crate::exports::Symbol,
     ),
     (
         "cuLinkDestroy",
-        not_supported::cuLinkDestroy as crate::exports::Symbol,
+        crate::api::cuLinkDestroy as crate::exports::Symbol,
     ),
     (
         "cuLogicalEndpointAddDevice",

@@ -98,7 +98,7 @@ pub unsafe fn function_ref<'a>(handle: *const Function) -> Result<&'a Function, 
     unsafe { handle.as_ref() }.ok_or(CuResult::ERROR_INVALID_HANDLE)
 }
 
-fn c_name<'a>(name: *const c_char) -> Result<std::borrow::Cow<'a, str>, CuResult> {
+pub(super) fn c_name<'a>(name: *const c_char) -> Result<std::borrow::Cow<'a, str>, CuResult> {
     if name.is_null() {
         return Err(CuResult::ERROR_INVALID_VALUE);
     }
