@@ -323,6 +323,34 @@ impl DeviceMemory {
         Ok(())
     }
 
+    /// Lends the `len` bytes at `address` to `f` as one plain byte slice, so a bulk write
+    /// (a host-to-device copy read straight from the network) fills them without a copy
+    /// through an intermediate buffer. Fails, without calling `f`, like [`Self::write`] when
+    /// the range is not inside one allocation.
+    ///
+    /// # Safety
+    ///
+    /// Nothing else may read or write these bytes while `f` runs: no kernel, no other call on
+    /// this memory, from any thread. The slice is an exclusive borrow the atomics that own the
+    /// bytes do not know about.
+    pub unsafe fn with_bytes_mut<R>(
+        &self,
+        address: u64,
+        len: u64,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, MemoryError> {
+        let (a, off) = self.find(address, len)?;
+        // SAFETY: `off + len <= a.len` (checked by `find`) and `words` covers `a.len` rounded
+        // up to 8, so the range lies inside the storage, which is initialised (zeroed when
+        // allocated); both fit in `usize` because the storage exists. The atomics own their
+        // bytes through `UnsafeCell`, so writing through a pointer derived from them is
+        // allowed, and the caller guarantees no other access while the slice lives. `a` keeps
+        // the storage alive until `f` returns, even if the allocation is freed meanwhile.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(a.byte_ptr().add(off as usize), len as usize) };
+        Ok(f(bytes))
+    }
+
     /// Copies `len` bytes between two device ranges (cuMemcpyDtoD); the ranges may overlap.
     pub fn copy(&self, dst: u64, src: u64, len: u64) -> Result<(), MemoryError> {
         let (from, src_off) = self.find(src, len)?;
@@ -451,6 +479,46 @@ mod tests {
             m.read(base + read_at as u64, &mut part).unwrap();
             proptest::prop_assert_eq!(&part[..], &model[read_at..read_at + read_len]);
         }
+    }
+
+    #[test]
+    fn lent_bytes_are_the_allocation_and_are_bounds_checked() {
+        let m = DeviceMemory::new(1 << 20);
+        let a = m.allocate(100).unwrap();
+        // SAFETY: nothing else uses `m` while the slice lives.
+        let len = unsafe {
+            m.with_bytes_mut(a + 3, 90, |bytes| {
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    *b = i as u8 + 1;
+                }
+                bytes.len()
+            })
+        };
+        assert_eq!(len, Ok(90));
+        let mut out = [0u8; 100];
+        m.read(a, &mut out).unwrap();
+        assert_eq!(&out[..3], &[0, 0, 0]);
+        assert!(
+            out[3..93]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == i as u8 + 1)
+        );
+        assert_eq!(&out[93..], &[0; 7]);
+        // SAFETY: as above; the closure must not run for a bad range.
+        let past_the_end: Result<(), _> =
+            unsafe { m.with_bytes_mut(a + 50, 51, |_| panic!("called for a bad range")) };
+        assert_eq!(
+            past_the_end,
+            Err(MemoryError::InvalidAddress {
+                address: a + 50,
+                size: 51
+            })
+        );
+        // SAFETY: as above.
+        let overflowing: Result<(), _> =
+            unsafe { m.with_bytes_mut(u64::MAX, 2, |_| panic!("called for a bad range")) };
+        assert!(overflowing.is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Per session, three parts run at once: a reader task decodes frames, an executor on a
 //! blocking thread runs the requests in order (kernels take CPU time), and a writer task
 //! sends replies. A cheap synchronous call that finds the executor idle runs on the reader
-//! itself, so it does not pay two thread hand-offs. When the client goes away the reader
+//! itself, so it does not pay two thread hand-offs. A large host-to-device copy goes the
+//! other way: the reader lends the stream to the executor, which reads the payload straight
+//! into device memory, then gives the stream back. When the client goes away the reader
 //! cancels any running kernel, the executor stops, and dropping the session frees its
 //! memory. A client that sends bad
 //! frames loses its own connection, with a log line; nothing it sends can panic the worker
@@ -15,9 +17,9 @@ use crate::buffers::Buffers;
 use crate::cache::ModuleCache;
 use crate::config::WorkerConfig;
 use crate::device::{self, Device};
-use crate::error::WorkerError;
+use crate::error::{DeviceError, WorkerError};
 use crate::gateway_client::{self, OpenSessions, SessionCounters, TicketVerifier};
-use crate::session::{CallReply, Session};
+use crate::session::{CallReply, Payload, Session};
 use crate::swap::{MemoryGate, SessionTerms, Slot, SwapStatus, Swapper};
 use gpufn_proto::frame::{FrameError, FrameKind, FrameReader, FrameWriter};
 use gpufn_proto::message::{
@@ -31,11 +33,13 @@ use gpufn_proto::{CuResult, FrameLimits};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
 
 /// Batches of requests read ahead of the executor per session. A batch holds at most one
 /// payload (it ends after a frame that carries one), so this bounds a session's buffered
-/// memory to a few frame limits.
+/// memory to a few frame limits. A large host-to-device copy is not buffered at all: the
+/// executor reads its payload from the stream straight into device memory (see [`Body`]).
 const READ_AHEAD: usize = 4;
 /// Requests handed to the executor at once, at most. The reader hands on every request that is
 /// already buffered, so a stream of small posts (kernel launches) costs one thread hand-off
@@ -499,7 +503,7 @@ impl Worker {
     async fn run_session(
         &self,
         slot: Arc<Slot>,
-        mut reader: FrameReader<RecvStream>,
+        reader: FrameReader<RecvStream>,
         writer: FrameWriter<SendStream>,
         peer: &str,
     ) {
@@ -524,16 +528,22 @@ impl Worker {
         };
         let worker = self.clone();
         let executed = slot.clone();
+        let runtime = Handle::current();
         let mut executor = tokio::task::spawn_blocking(move || {
-            execute(
-                &worker, &executed, request_rx, reply_tx, counters, &in_flight, &buffers,
-            )
+            let session = Executor {
+                worker: &worker,
+                slot: &executed,
+                counters: counters.as_deref(),
+                buffers: &buffers,
+                runtime: &runtime,
+            };
+            session.run(request_rx, reply_tx, &in_flight)
         });
         let replies = tokio::spawn(write_replies(writer, reply_rx, inline.buffers.clone()));
 
         let mut finished = None;
         let ended = tokio::select! {
-            ended = read_requests(&mut reader, &request_tx, &inline) => ended,
+            ended = read_requests(reader, &request_tx, &inline) => ended,
             // The executor stops by itself when the session detaches.
             done = &mut executor => {
                 finished = Some(done);
@@ -641,7 +651,30 @@ struct Incoming {
     id: u64,
     kind: FrameKind,
     request: Request,
-    payload: Vec<u8>,
+    payload: Body,
+}
+
+/// A request's payload as the reader hands it on.
+enum Body {
+    /// Read already, into a buffer from the session's pool (empty: the request has none).
+    Read(Vec<u8>),
+    /// Still in the stream: a host-to-device copy larger than [`INLINE_COPY_BYTES`]. The
+    /// executor reads it straight into device memory, saving a copy through a buffer, and
+    /// gives the stream back; the reader waits for it before it reads the next frame.
+    InStream(Box<LentReader>),
+}
+
+/// The session's stream, lent to the executor while it reads a copy's payload.
+struct LentReader {
+    reader: FrameReader<RecvStream>,
+    back: oneshot::Sender<ReturnedReader>,
+}
+
+/// The stream given back to the reader, positioned in or after the copy's payload (the next
+/// `next_frame` skips what was not read), with the error that reading it met, if any.
+struct ReturnedReader {
+    reader: FrameReader<RecvStream>,
+    error: Option<FrameError>,
 }
 
 enum HelloError {
@@ -702,23 +735,38 @@ impl Inline<'_> {
     /// synchronous call or a small copy with nothing queued then costs no hand-off to the
     /// executor's thread and back.
     fn try_run(&self, incoming: Incoming) -> Inlined {
+        let (id, kind, request, payload) = match incoming {
+            Incoming {
+                id,
+                kind,
+                request,
+                payload: Body::Read(payload),
+            } => (id, kind, request, payload),
+            // Reading a payload from the stream here would block the reader's own task.
+            streamed => return Inlined::ForExecutor(streamed),
+        };
         let cancelled = self
             .counters
             .as_ref()
             .is_some_and(|c| c.cancel.load(Ordering::SeqCst));
-        let eligible = runs_inline(&incoming.request, incoming.payload.len())
+        let eligible = runs_inline(&request, payload.len())
             && !cancelled
             && self.slot.is_hot()
             // Acquire: the executor's earlier requests and their replies happened before.
             && self.in_flight.load(Ordering::Acquire) == 0;
         if !eligible {
-            return Inlined::ForExecutor(incoming);
+            return Inlined::ForExecutor(Incoming {
+                id,
+                kind,
+                request,
+                payload: Body::Read(payload),
+            });
         }
-        let id = incoming.id;
-        let (reply, _) = execute_one(
+        let (reply, _) = execute_read(
             self.worker,
             self.slot,
-            incoming,
+            (id, kind, request),
+            payload,
             self.counters.as_deref(),
             &self.buffers,
         );
@@ -766,15 +814,50 @@ fn runs_inline(request: &Request, payload_len: usize) -> bool {
     }
 }
 
+/// Whether a request's payload stays in the stream for the executor to read straight into
+/// device memory: a host-to-device copy too large to run on the reader.
+fn streams_to_device(request: &Request, payload_len: u64) -> bool {
+    matches!(request, Request::MemcpyHtoD { .. }) && payload_len > INLINE_COPY_BYTES
+}
+
 async fn read_requests(
-    reader: &mut FrameReader<RecvStream>,
+    mut reader: FrameReader<RecvStream>,
     requests: &mpsc::Sender<Vec<Incoming>>,
     inline: &Inline<'_>,
 ) -> ReadEnd {
     let mut batch = Vec::new();
     loop {
-        let incoming = match read_request(reader, &inline.buffers).await {
-            Ok(incoming) => incoming,
+        let incoming = match read_request(&mut reader, &inline.buffers).await {
+            Ok(Frame::Read(incoming)) => incoming,
+            Ok(Frame::PayloadInStream { id, kind, request }) => {
+                // Lend the stream with the copy, after everything read before it, and read
+                // on once the executor has read the payload.
+                let (back, returned) = oneshot::channel();
+                let lent = Box::new(LentReader { reader, back });
+                inline.in_flight.fetch_add(1, Ordering::AcqRel);
+                batch.push(Incoming {
+                    id,
+                    kind,
+                    request,
+                    payload: Body::InStream(lent),
+                });
+                if requests.send(std::mem::take(&mut batch)).await.is_err() {
+                    return ReadEnd::ExecutorDone;
+                }
+                match returned.await {
+                    Ok(ReturnedReader {
+                        reader: given_back,
+                        error: None,
+                    }) => {
+                        reader = given_back;
+                        continue;
+                    }
+                    Ok(ReturnedReader { error: Some(e), .. }) => return read_end(e),
+                    // The executor stopped before the copy (the session detached or was
+                    // cancelled) and dropped the stream with it.
+                    Err(_) => return ReadEnd::ExecutorDone,
+                }
+            }
             Err(end) => return end,
         };
         // A call may run on the reader only if nothing read before it waits in the batch.
@@ -787,7 +870,7 @@ async fn read_requests(
         } else {
             incoming
         };
-        let carries_payload = !incoming.payload.is_empty();
+        let carries_payload = !matches!(&incoming.payload, Body::Read(p) if p.is_empty());
         inline.in_flight.fetch_add(1, Ordering::AcqRel);
         batch.push(incoming);
         if !carries_payload && batch.len() < BATCH_MAX && reader.frame_buffered() {
@@ -799,15 +882,36 @@ async fn read_requests(
     }
 }
 
-/// Reads one call or post with its payload (into a buffer from the session's pool).
+/// A frame as [`read_request`] read it.
+enum Frame {
+    /// A call or post with its payload read.
+    Read(Incoming),
+    /// A call or post whose payload is still in the stream (see [`streams_to_device`]).
+    PayloadInStream {
+        id: u64,
+        kind: FrameKind,
+        request: Request,
+    },
+}
+
+/// How a stream error while reading a frame ends the session.
+fn read_end(error: FrameError) -> ReadEnd {
+    match error {
+        FrameError::Closed => ReadEnd::Closed,
+        e => ReadEnd::BadFrame(e),
+    }
+}
+
+/// Reads one call or post with its payload (into a buffer from the session's pool), or
+/// without it when the executor is to read it from the stream.
 async fn read_request(
     reader: &mut FrameReader<RecvStream>,
     buffers: &Buffers,
-) -> Result<Incoming, ReadEnd> {
+) -> Result<Frame, ReadEnd> {
     let header = match reader.next_frame().await {
         Ok(Some(header)) => header,
-        Ok(None) | Err(FrameError::Closed) => return Err(ReadEnd::Closed),
-        Err(e) => return Err(ReadEnd::BadFrame(e)),
+        Ok(None) => return Err(ReadEnd::Closed),
+        Err(e) => return Err(read_end(e)),
     };
     if !matches!(header.kind, FrameKind::Call | FrameKind::Post) {
         return Err(ReadEnd::BadFrame(FrameError::UnexpectedKind {
@@ -816,89 +920,169 @@ async fn read_request(
         }));
     }
     let request = reader.request().map_err(ReadEnd::BadFrame)?;
+    if streams_to_device(&request, reader.pending_payload()) {
+        return Ok(Frame::PayloadInStream {
+            id: header.id,
+            kind: header.kind,
+            request,
+        });
+    }
     let mut payload = match reader.pending_payload() {
         0 => Vec::new(),
         // Bounded by the frame limits, checked when the header was decoded.
         len => buffers.take_empty(len as usize),
     };
-    match reader.read_payload_into(&mut payload).await {
-        Ok(()) => {}
-        Err(FrameError::Closed) => return Err(ReadEnd::Closed),
-        Err(e) => return Err(ReadEnd::BadFrame(e)),
-    }
-    Ok(Incoming {
+    reader
+        .read_payload_into(&mut payload)
+        .await
+        .map_err(read_end)?;
+    Ok(Frame::Read(Incoming {
         id: header.id,
         kind: header.kind,
         request,
-        payload,
-    })
+        payload: Body::Read(payload),
+    }))
 }
 
-/// Runs a session's requests in order until the stream ends, the client detaches or the
-/// session is cancelled.
-fn execute(
-    worker: &Worker,
-    slot: &Slot,
-    mut requests: mpsc::Receiver<Vec<Incoming>>,
-    replies: mpsc::UnboundedSender<(u64, CallReply)>,
-    counters: Option<Arc<SessionCounters>>,
-    in_flight: &AtomicUsize,
-    buffers: &Buffers,
-) {
-    while let Some(batch) = requests.blocking_recv() {
-        for incoming in batch {
-            if counters
-                .as_ref()
-                .is_some_and(|c| c.cancel.load(Ordering::SeqCst))
+/// What the executor needs to run a session's requests.
+struct Executor<'a> {
+    worker: &'a Worker,
+    slot: &'a Slot,
+    counters: Option<&'a SessionCounters>,
+    buffers: &'a Buffers,
+    /// The worker's runtime: the executor's blocking thread reads streamed payloads with it.
+    runtime: &'a Handle,
+}
+
+impl Executor<'_> {
+    /// Runs a session's requests in order until the stream ends, the client detaches or the
+    /// session is cancelled. Returning drops the requests not run, and with them a stream
+    /// lent with a copy, which tells the reader the executor is done.
+    fn run(
+        &self,
+        mut requests: mpsc::Receiver<Vec<Incoming>>,
+        replies: mpsc::UnboundedSender<(u64, CallReply)>,
+        in_flight: &AtomicUsize,
+    ) {
+        while let Some(batch) = requests.blocking_recv() {
+            for Incoming {
+                id,
+                kind,
+                request,
+                payload,
+            } in batch
             {
-                return;
-            }
-            let id = incoming.id;
-            let (reply, detached) =
-                execute_one(worker, slot, incoming, counters.as_deref(), buffers);
-            if let Some(reply) = reply
-                && replies.send((id, reply)).is_err()
-            {
-                return;
-            }
-            // Release: the reply is queued before the reader may run a call itself.
-            in_flight.fetch_sub(1, Ordering::Release);
-            if detached {
-                return;
+                if self
+                    .counters
+                    .is_some_and(|c| c.cancel.load(Ordering::SeqCst))
+                {
+                    return;
+                }
+                let header = (id, kind, request);
+                let (reply, detached) = match payload {
+                    Body::Read(payload) => execute_read(
+                        self.worker,
+                        self.slot,
+                        header,
+                        payload,
+                        self.counters,
+                        self.buffers,
+                    ),
+                    Body::InStream(lent) => self.execute_streamed(header, *lent),
+                };
+                if let Some(reply) = reply
+                    && replies.send((id, reply)).is_err()
+                {
+                    return;
+                }
+                // Release: the reply is queued before the reader may run a call itself.
+                in_flight.fetch_sub(1, Ordering::Release);
+                if detached {
+                    return;
+                }
             }
         }
     }
+
+    /// Runs a host-to-device copy whose payload is still in the stream: the session reads it
+    /// straight into device memory, then the stream goes back to the reader.
+    fn execute_streamed(
+        &self,
+        (id, kind, request): (u64, FrameKind, Request),
+        lent: LentReader,
+    ) -> (Option<CallReply>, bool) {
+        let LentReader { mut reader, back } = lent;
+        let len = reader.pending_payload();
+        let mut stream_error = None;
+        let mut fill = |dst: &mut [u8]| {
+            // A blocking thread, not one of the runtime's: it may wait on the runtime here.
+            self.runtime
+                .block_on(reader.read_payload(dst))
+                .map_err(|e| {
+                    let error = DeviceError::new(
+                        CuResult::ERROR_UNKNOWN,
+                        format!("the copy's data did not arrive: {e}"),
+                    );
+                    stream_error = Some(e);
+                    error
+                })
+        };
+        let payload = Payload::Stream {
+            len,
+            fill: &mut fill,
+        };
+        let (reply, detached, resident) = self
+            .worker
+            .shared
+            .swapper
+            .execute(self.slot, id, kind, request, payload);
+        // The reader waits for the stream; it is gone only if the session is ending anyway.
+        let _ = back.send(ReturnedReader {
+            reader,
+            error: stream_error,
+        });
+        count_usage(self.worker, self.counters, len, reply.as_ref(), resident);
+        (reply, detached)
+    }
 }
 
-/// Runs one request and counts it in the session's usage; its payload buffer goes back to
-/// the pool. Returns the reply (for a call) and whether the session detached.
-fn execute_one(
+/// Runs one request whose payload was read; the payload buffer goes back to the pool.
+/// Returns the reply (for a call) and whether the session detached.
+fn execute_read(
     worker: &Worker,
     slot: &Slot,
-    incoming: Incoming,
+    (id, kind, request): (u64, FrameKind, Request),
+    payload: Vec<u8>,
     counters: Option<&SessionCounters>,
     buffers: &Buffers,
 ) -> (Option<CallReply>, bool) {
-    let Incoming {
-        id,
-        kind,
-        request,
-        payload,
-    } = incoming;
-    let mut moved = payload.len() as u64;
-    let (reply, detached, resident) = worker
-        .shared
-        .swapper
-        .execute(slot, id, kind, request, &payload);
+    let (reply, detached, resident) =
+        worker
+            .shared
+            .swapper
+            .execute(slot, id, kind, request, Payload::Bytes(&payload));
+    let moved = payload.len() as u64;
     buffers.give_back(payload);
+    count_usage(worker, counters, moved, reply.as_ref(), resident);
+    (reply, detached)
+}
+
+/// Counts a request's bytes (`payload` in, the reply's data out) and the session's
+/// resident memory in its usage.
+fn count_usage(
+    worker: &Worker,
+    counters: Option<&SessionCounters>,
+    payload: u64,
+    reply: Option<&CallReply>,
+    resident: u64,
+) {
     if let Some(c) = counters {
-        moved += reply.as_ref().map_or(0, |r| r.data.len() as u64);
+        let moved = payload + reply.map_or(0, |r| r.data.len() as u64);
         c.bytes_moved.fetch_add(moved, Ordering::Relaxed);
         c.used_bytes.store(resident, Ordering::Relaxed);
         c.last_call_ms
             .store(worker.shared.sessions.now_ms(), Ordering::Relaxed);
     }
-    (reply, detached)
 }
 
 async fn write_replies(

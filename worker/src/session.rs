@@ -9,7 +9,7 @@
 use crate::address_space::{AddressError, AddressSpace, Owner};
 use crate::buffers::Buffers;
 use crate::cache::{ModuleCache, hash_image};
-use crate::device::{Device, DeviceSession, KernelDesc, Launch};
+use crate::device::{Device, DeviceSession, Fill, KernelDesc, Launch};
 use crate::error::DeviceError;
 use crate::swap::MemoryGate;
 use gpufn_proto::frame::FrameKind;
@@ -79,6 +79,16 @@ pub struct CallReply {
     pub message: ReplyMessage,
     pub data: Vec<u8>,
     pub printf: Vec<u8>,
+}
+
+/// A request's payload as [`Session::execute`] gets it.
+pub enum Payload<'a> {
+    /// Read already (empty: the request has none).
+    Bytes(&'a [u8]),
+    /// Still in the stream: `len` bytes of a host-to-device copy, which `fill` reads
+    /// straight into device memory (see [`DeviceSession::write_from`]). A request that
+    /// fails before reading leaves them in the stream.
+    Stream { len: u64, fill: &'a mut Fill<'a> },
 }
 
 /// A session's state on a worker.
@@ -225,7 +235,7 @@ impl Session {
         id: u64,
         kind: FrameKind,
         request: Request,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> Option<CallReply> {
         let sticky_before = self.sticky.is_some();
         let result = match &self.sticky {
@@ -278,7 +288,19 @@ impl Session {
         }
     }
 
-    fn handle(&mut self, request: &Request, payload: &[u8]) -> Result<(Reply, Vec<u8>), CallError> {
+    fn handle(
+        &mut self,
+        request: &Request,
+        payload: Payload<'_>,
+    ) -> Result<(Reply, Vec<u8>), CallError> {
+        let payload = match payload {
+            Payload::Bytes(bytes) => bytes,
+            Payload::Stream { len, fill } => {
+                return self
+                    .write_streamed(request, len, fill)
+                    .map(|r| (r, Vec::new()));
+            }
+        };
         let reply = match request {
             Request::Hello(_) => {
                 return Err(invalid("Hello is only valid as the first call of a stream"));
@@ -520,6 +542,25 @@ impl Session {
             }
         };
         Ok((reply, Vec::new()))
+    }
+
+    /// A host-to-device copy whose payload is still in the stream: checked like one whose
+    /// payload was read, then read straight into device memory.
+    fn write_streamed(
+        &mut self,
+        request: &Request,
+        len: u64,
+        fill: &mut Fill<'_>,
+    ) -> Result<Reply, CallError> {
+        let Request::MemcpyHtoD { dst, stream } = request else {
+            return Err(error(
+                CuResult::ERROR_UNKNOWN,
+                format!("the worker read a {request:?} as a streamed copy; please report this"),
+            ));
+        };
+        self.check_stream(*stream)?;
+        self.memory.write_from(*dst, len, fill)?;
+        Ok(Reply::Done)
     }
 
     fn check_own_session(&self, session: SessionId) -> Result<(), CallError> {

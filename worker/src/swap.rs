@@ -17,7 +17,7 @@
 //! sessions evicting each other cannot deadlock; a busy session is simply not a victim.
 
 use crate::device::DeviceSession;
-use crate::session::{CallReply, Session};
+use crate::session::{CallReply, Payload, Session};
 use gpufn_proto::CuResult;
 use gpufn_proto::frame::FrameKind;
 use gpufn_proto::message::{
@@ -316,7 +316,7 @@ impl Swapper {
         id: u64,
         kind: FrameKind,
         request: Request,
-        payload: &[u8],
+        payload: Payload<'_>,
     ) -> (Option<CallReply>, bool, u64) {
         let mut session = lock(&slot.session);
         let answer = match &request {

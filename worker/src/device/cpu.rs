@@ -1,7 +1,7 @@
 //! The `cpu` backend: kernels run as PTX on the host through `gpufn-ptx`, with real,
 //! bounds-checked device memory per session.
 
-use super::{Device, DeviceSession, GlobalDesc, KernelDesc, Launch, LoadedModule};
+use super::{Device, DeviceSession, Fill, GlobalDesc, KernelDesc, Launch, LoadedModule};
 use crate::error::DeviceError;
 use gpufn_proto::message::{Backend, DeviceProperties, MemoryRange, ModuleId};
 use gpufn_proto::{CuResult, DeviceAttribute as A};
@@ -87,6 +87,20 @@ impl DeviceSession for CpuSession {
 
     fn write(&self, address: u64, data: &[u8]) -> Result<(), DeviceError> {
         self.memory.write(address, data).map_err(memory_error)
+    }
+
+    /// Fills the allocation's bytes directly: one copy from the source, none through a
+    /// host buffer.
+    fn write_from(&self, address: u64, len: u64, fill: &mut Fill<'_>) -> Result<(), DeviceError> {
+        // SAFETY: nothing else touches this session's memory while `fill` runs. The worker
+        // runs a session's requests one at a time under the session's lock (this write is
+        // one of them), the session's kernels run only inside its launch requests, and
+        // swap-out and swap-in take the same lock.
+        unsafe {
+            self.memory
+                .with_bytes_mut(address, len, |bytes| fill(bytes))
+        }
+        .map_err(memory_error)?
     }
 
     fn load_module(&mut self, id: ModuleId, image: &[u8]) -> Result<LoadedModule, DeviceError> {

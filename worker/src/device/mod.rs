@@ -105,6 +105,15 @@ pub trait DeviceSession: Send {
     fn read(&self, address: u64, out: &mut [u8]) -> Result<(), DeviceError>;
     fn write(&self, address: u64, data: &[u8]) -> Result<(), DeviceError>;
 
+    /// Writes the `len` bytes at `address` that `fill` supplies: each call fills the whole
+    /// slice it is given with the next bytes, in order (a host-to-device copy whose payload
+    /// is read straight from the network). An invalid range fails like [`Self::write`];
+    /// bytes `fill` was not asked for are left to the caller, and an error from `fill` ends
+    /// the write with that error.
+    fn write_from(&self, address: u64, len: u64, fill: &mut Fill<'_>) -> Result<(), DeviceError> {
+        write_in_chunks(self, address, len, fill)
+    }
+
     /// Loads a module image; its variables are placed in the session's memory, in the
     /// worker's half of the range.
     fn load_module(&mut self, id: ModuleId, image: &[u8]) -> Result<LoadedModule, DeviceError>;
@@ -162,6 +171,31 @@ pub trait DeviceSession: Send {
 
 /// Device-to-device copies and memsets move at most this much through host memory at once.
 const COPY_CHUNK: u64 = 4 << 20;
+
+/// Supplies the bytes of [`DeviceSession::write_from`]: fills the whole slice it is given.
+pub type Fill<'a> = dyn FnMut(&mut [u8]) -> Result<(), DeviceError> + 'a;
+
+/// [`DeviceSession::write_from`] through a temporary host buffer of at most [`COPY_CHUNK`]
+/// bytes, written with [`DeviceSession::write`] chunk by chunk.
+pub(crate) fn write_in_chunks<S: DeviceSession + ?Sized>(
+    session: &S,
+    address: u64,
+    len: u64,
+    fill: &mut Fill<'_>,
+) -> Result<(), DeviceError> {
+    let mut chunk = vec![0u8; len.min(COPY_CHUNK) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(COPY_CHUNK) as usize;
+        let at = address.checked_add(done).ok_or_else(|| {
+            DeviceError::invalid_value(format!("address range 0x{address:x}+{len} overflows"))
+        })?;
+        fill(&mut chunk[..n])?;
+        session.write(at, &chunk[..n])?;
+        done += n as u64;
+    }
+    Ok(())
+}
 
 /// Picks the backend: a real GPU when asked for or (with `Auto`) when one is present and the
 /// cuda backend can open it, else the CPU device (see [`cuda::decide`]).

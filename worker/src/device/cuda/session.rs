@@ -12,7 +12,9 @@ use super::driver::{Current, check, error};
 use super::image::variable_names;
 use super::mapping::{ChunkMap, Span};
 use super::staging::{CHUNK, StagingPair};
-use crate::device::{DeviceSession, GlobalDesc, KernelDesc, Launch, LoadedModule};
+use crate::device::{
+    DeviceSession, Fill, GlobalDesc, KernelDesc, Launch, LoadedModule, write_in_chunks,
+};
 use crate::error::DeviceError;
 use cudarc::driver::sys;
 use gpufn_proto::CuResult;
@@ -471,6 +473,14 @@ impl DeviceSession for CudaSession {
             return Ok(());
         }
         self.with_staging(|pair| self.write_staged(pair, address, data))
+    }
+
+    /// Checks the whole range first, so an invalid one fails before any byte is written or
+    /// read from `fill`, like [`DeviceSession::write`]. The bytes pass through a temporary
+    /// host buffer; the natural target is the pinned staging pair instead (one copy less).
+    fn write_from(&self, address: u64, len: u64, fill: &mut Fill<'_>) -> Result<(), DeviceError> {
+        self.check_access(address, len)?;
+        write_in_chunks(self, address, len, fill)
     }
 
     fn copy(&self, dst: u64, src: u64, len: u64) -> Result<(), DeviceError> {
