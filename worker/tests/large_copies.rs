@@ -177,3 +177,43 @@ async fn a_client_that_stops_inside_a_large_payload_loses_only_its_session() {
     eventually("the session closed", || w.worker.open_sessions() == 1).await;
     assert_eq!(read_all(&mut other, kept, 64).await, vec![5; 64]);
 }
+
+/// A whole copy frame of `len` bytes to `dst`, as raw bytes.
+fn copy_frame(id: u64, dst: u64, len: usize) -> Vec<u8> {
+    encode_frame(
+        FrameKind::Post,
+        id,
+        &FrameBody::Request(htod(dst)),
+        &pattern(len, 12),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn detach_then_a_large_copy_closes_the_session() {
+    let w = start_worker("unix", config(64 * MIB)).await;
+    let mut c = Client::connect(&w.address).await;
+    let base = c.alloc(4 * MIB).await;
+    let mut bytes = encode_frame(
+        FrameKind::Post,
+        50,
+        &FrameBody::Request(Request::Detach),
+        &[],
+    )
+    .unwrap();
+    bytes.extend(copy_frame(51, base, 4 * MIB as usize));
+    let mut raw = c.send_raw(&bytes).await;
+    assert!(raw.is_closed_by_worker().await);
+    eventually("the session closed", || w.worker.open_sessions() == 0).await;
+}
+
+#[tokio::test]
+async fn a_large_copy_to_an_ended_session_closes_it() {
+    let w = start_worker("tcp", config(64 * MIB)).await;
+    let mut c = Client::connect(&w.address).await;
+    let base = c.alloc(4 * MIB).await;
+    assert!(w.worker.end_session(c.welcome.session.0));
+    let mut raw = c.send_raw(&copy_frame(60, base, 4 * MIB as usize)).await;
+    assert!(raw.is_closed_by_worker().await);
+    eventually("the session closed", || w.worker.open_sessions() == 0).await;
+}
