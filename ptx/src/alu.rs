@@ -23,6 +23,20 @@ pub fn sext(v: u64, bits: u32) -> i64 {
     }
 }
 
+/// `op` on each 16-bit half of `a` and `b` (as `ty`, S16 or U16); `relu` turns negative
+/// results into zero.
+pub fn int_bin_16x2(op: IntBinOp, ty: Ty, relu: bool, a: u64, b: u64) -> u64 {
+    let half = |shift: u32| {
+        let r = int_bin(op, ty, (a >> shift) & 0xffff, (b >> shift) & 0xffff);
+        if relu && sext(r, 16) < 0 {
+            0
+        } else {
+            r & 0xffff
+        }
+    };
+    half(0) | (half(16) << 16)
+}
+
 pub fn int_bin(op: IntBinOp, ty: Ty, a: u64, b: u64) -> u64 {
     let bits = ty.bits().min(64);
     let signed = ty.is_signed();

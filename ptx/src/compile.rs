@@ -1231,6 +1231,9 @@ impl FnCompiler<'_> {
     fn binary(&mut self, i: &ast::Instr) -> Result<Op, LoadError> {
         let line = i.line;
         let m = Mods(&i.mods);
+        if m.has("s16x2") || m.has("u16x2") {
+            return self.binary_16x2(i);
+        }
         let ty = self.ty1(i)?;
         let [d, a, b] = operands::<3>(i)?;
         let d = self.dst(d, line)?;
@@ -1308,6 +1311,31 @@ impl FnCompiler<'_> {
             });
         }
         Ok(Op::IntBin { op, ty, d, a, b })
+    }
+
+    /// `min`/`max` of packed 16-bit pairs (`.s16x2`, `.u16x2`, optionally `.relu`).
+    fn binary_16x2(&mut self, i: &ast::Instr) -> Result<Op, LoadError> {
+        let line = i.line;
+        let m = Mods(&i.mods);
+        let op = match i.opcode.as_str() {
+            "min" => IntBinOp::Min,
+            "max" => IntBinOp::Max,
+            other => {
+                return Ok(Op::Unsupported {
+                    what: format!("{other}.{}", i.mods.join(".")),
+                });
+            }
+        };
+        let ty = if m.has("s16x2") { Ty::S16 } else { Ty::U16 };
+        let [d, a, b] = operands::<3>(i)?;
+        Ok(Op::IntBin16x2 {
+            op,
+            ty,
+            relu: m.has("relu"),
+            d: self.dst(d, line)?,
+            a: self.src(a, Ty::B32, line)?,
+            b: self.src(b, Ty::B32, line)?,
+        })
     }
 
     /// The carry-chain forms; the carry flag is one hidden register per function.

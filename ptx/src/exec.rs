@@ -1053,6 +1053,20 @@ fn run_warp(env: &mut BlockEnv, w: &mut Warp) -> Result<WarpState, Fault> {
                         }
                     }
                 }
+                Op::IntBin16x2 {
+                    op,
+                    ty,
+                    relu,
+                    d,
+                    a,
+                    b,
+                } => {
+                    let (a, b) = (row(regs, base, *a), row(regs, base, *b));
+                    let (op, ty, relu) = (*op, *ty, *relu);
+                    write_lanes(regs, base, *d, mask, |l| {
+                        alu::int_bin_16x2(op, ty, relu, a[l], b[l])
+                    });
+                }
                 Op::IntUn { op, ty, d, a } => {
                     let a = row(regs, base, *a);
                     let (op, ty) = (*op, *ty);

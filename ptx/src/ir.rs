@@ -346,6 +346,16 @@ pub enum Op {
         a: Slot,
         b: Slot,
     },
+    /// `min`/`max` on two 16-bit integers packed in a 32-bit register (`.s16x2`, `.u16x2`),
+    /// each half on its own; `relu` clamps negative results to zero.
+    IntBin16x2 {
+        op: IntBinOp,
+        ty: Ty,
+        relu: bool,
+        d: Slot,
+        a: Slot,
+        b: Slot,
+    },
     IntUn {
         op: IntUnOp,
         ty: Ty,

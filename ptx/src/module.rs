@@ -240,15 +240,27 @@ fn build(
                 .map_err(|e| LoadError::OutOfMemory(e.to_string()))?;
         }
     }
-    // Function-level shared variables follow; dynamic shared memory starts after all of them.
+    // A kernel's own shared variables follow the module's. Only one kernel runs in a block,
+    // so every kernel's start at the same offset. (Libraries such as CUB hold dozens of
+    // kernels, each with kilobytes of its own shared storage: laid end to end they would
+    // exceed any block's shared memory.) Shared variables of device functions, which any
+    // kernel may call, follow the largest kernel's; dynamic shared memory comes last.
     let module_shared = shared_next;
-    let mut probe = shared_next;
-    for f in &funcs {
+    let mut largest_kernel = module_shared;
+    for f in funcs.iter().filter(|f| f.is_entry) {
         if let Some(body) = &f.body {
-            prescan_shared(body, &mut probe);
+            let mut end = module_shared;
+            prescan_shared(body, &mut end);
+            largest_kernel = largest_kernel.max(end);
         }
     }
-    let dynamic_base = align_up(probe, 16);
+    let mut end = largest_kernel;
+    for f in funcs.iter().filter(|f| !f.is_entry) {
+        if let Some(body) = &f.body {
+            prescan_shared(body, &mut end);
+        }
+    }
+    let dynamic_base = align_up(end, 16);
     if dynamic_base > 228 * 1024 {
         return Err(LoadError::NotSupported {
             what: format!("{dynamic_base} bytes of static shared memory (limit 228 KiB)"),
@@ -265,12 +277,18 @@ fn build(
         functions: index,
         signatures,
     };
-    let mut shared_counter = module_shared as u32;
     let mut code = Vec::new();
     let mut kernels = Vec::new();
+    let mut function_shared = largest_kernel as u32;
     for (i, f) in funcs.iter().enumerate() {
+        let mut kernel_shared = module_shared as u32;
+        let shared_counter = if f.is_entry {
+            &mut kernel_shared
+        } else {
+            &mut function_shared
+        };
         let fc = match &f.body {
-            Some(body) => compile::compile_function(&env, i as u32, f, body, &mut shared_counter)?,
+            Some(body) => compile::compile_function(&env, i as u32, f, body, shared_counter)?,
             None => FuncCode {
                 name: f.name.clone(),
                 is_entry: f.is_entry,

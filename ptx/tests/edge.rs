@@ -825,3 +825,63 @@ fn bad_launch_configurations_are_rejected() {
         CudaCode::NotFound
     );
 }
+
+/// Each kernel's own shared variables start at the same offset (only one kernel runs in a
+/// block), so a module whose kernels together declare more than a block may hold still
+/// loads, like CUB's many-kernel modules. Module-level and dynamic shared memory overlap
+/// neither kernel's.
+#[test]
+fn kernels_of_one_module_reuse_the_same_shared_offsets() {
+    let mem = memory();
+    let kernel = |name: &str, big: &str, value: u32| {
+        format!(
+            r#"
+.visible .entry {name}(.param .u64 out)
+{{
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<4>;
+    .shared .align 4 .b32 {big}[30000];
+    ld.param.u64 %rd1, [out];
+    cvta.to.global.u64 %rd2, %rd1;
+    mov.u32 %r1, common;
+    mov.u32 %r2, {big};
+    mov.u32 %r3, dyn;
+    st.shared.u32 [%r1], 7;
+    st.shared.u32 [%r2+119996], {value};
+    st.shared.u32 [%r3], 9;
+    ld.shared.u32 %r4, [%r1];
+    ld.shared.u32 %r5, [%r2+119996];
+    ld.shared.u32 %r6, [%r3];
+    st.global.u32 [%rd2], %r4;
+    st.global.u32 [%rd2+4], %r5;
+    st.global.u32 [%rd2+8], %r6;
+    st.global.u32 [%rd2+12], %r1;
+    st.global.u32 [%rd2+16], %r2;
+    st.global.u32 [%rd2+20], %r3;
+    ret;
+}}
+"#
+        )
+    };
+    let source = format!(
+        ".shared .align 4 .b32 common[4];\n.extern .shared .align 4 .b32 dyn[];\n{}{}",
+        kernel("a", "big_a", 11),
+        kernel("b", "big_b", 22)
+    );
+    let m = load(&source, &mem);
+    for (name, value) in [("a", 11), ("b", 22)] {
+        let out = upload(&mem, &[0u32; 6]);
+        run(
+            &m,
+            &mem,
+            name,
+            cfg([1, 1, 1], [1, 1, 1], 64),
+            &[Arg::Ptr(out)],
+        );
+        let got = download_u32(&mem, out, 6);
+        assert_eq!(&got[..3], &[7, value, 9], "kernel {name}");
+        let (common, big, dynamic) = (got[3], got[4], got[5]);
+        assert!(common + 16 <= big, "kernel {name}: {got:?}");
+        assert!(big + 120_000 <= dynamic, "kernel {name}: {got:?}");
+    }
+}

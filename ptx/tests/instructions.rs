@@ -54,6 +54,42 @@ fn integer_instructions() {
     let neg = |x: i32| x as u32;
     let cases: &[(&str, u32, u32, u32, u32)] = &[
         ("add.s32 %r4, %r1, %r2;", 5, neg(-7), 0, neg(-2)),
+        // Packed 16-bit pairs: each half on its own (high: -3 vs 2, low: 7 vs 0xfff0 = -16).
+        (
+            "min.s16x2 %r4, %r1, %r2;",
+            0xfffd_0007,
+            0x0002_fff0,
+            0,
+            0xfffd_fff0,
+        ),
+        (
+            "max.s16x2 %r4, %r1, %r2;",
+            0xfffd_0007,
+            0x0002_fff0,
+            0,
+            0x0002_0007,
+        ),
+        (
+            "min.u16x2 %r4, %r1, %r2;",
+            0xfffd_0007,
+            0x0002_fff0,
+            0,
+            0x0002_0007,
+        ),
+        (
+            "max.u16x2 %r4, %r1, %r2;",
+            0xfffd_0007,
+            0x0002_fff0,
+            0,
+            0xfffd_fff0,
+        ),
+        (
+            "min.relu.s16x2 %r4, %r1, %r2;",
+            0xfffd_0007,
+            0x0002_fff0,
+            0,
+            0,
+        ),
         (
             "add.sat.s32 %r4, %r1, %r2;",
             0x7fff_fff0,
