@@ -424,47 +424,78 @@ fn a_device_to_host_copy_of_many_chunks_lands_whole() {
     );
 }
 
-/// Numba (numba-cuda over cuda-python) compiles Python kernels to PTX, links them with
-/// `cuLink*` and launches them through the stub: shared memory and barriers, atomics, a 2D
-/// grid, libdevice math, streams and events, each checked against NumPy.
-/// `scripts/numba-env.sh` installs the pinned packages into `.cache/` once.
-#[test]
-fn numba_kernels_run_through_the_stub() {
+/// Runs `tests/python/<script>` through `gpufn run` with the pinned Python GPU libraries
+/// (`scripts/python-gpu-env.sh` installs them into `.cache/` once) and checks that it
+/// printed every line of `checks`.
+fn run_python_checks(script: &str, checks: &[&str]) {
     let tc = toolchain().unwrap();
     let root = support::cuda::repo_root();
-    let mut env_script = tc.command(root.join("scripts/numba-env.sh"));
-    let installed = env_script.output().expect("scripts/numba-env.sh runs");
+    let installed = tc
+        .command(root.join("scripts/python-gpu-env.sh"))
+        .output()
+        .expect("scripts/python-gpu-env.sh runs");
     assert!(
         installed.status.success(),
-        "installing Numba failed: {}",
+        "installing the Python GPU libraries failed: {}",
         output_text(&installed)
     );
     let python = String::from_utf8_lossy(&installed.stdout)
         .trim()
         .to_string();
-    let script = root.join("tests/python/numba_kernels.py");
+    let script = root.join("tests/python").join(script);
     let output = finish(gpufn_run(
         tc,
         &[],
         Path::new(&python),
         &[script.to_str().unwrap()],
     ));
-    assert_success(&output, "numba_kernels.py");
+    assert_success(&output, &script.display().to_string());
     let text = stdout(&output);
-    for check in [
-        "saxpy ok",
-        "block_sums ok",
-        "histogram ok",
-        "transpose ok",
-        "sines on a stream ok",
-        "numba ok",
-    ] {
+    for check in checks {
         assert!(
             text.contains(check),
             "{check} missing: {}",
             output_text(&output)
         );
     }
+}
+
+/// Numba (numba-cuda over cuda-python) compiles Python kernels to PTX, links them with
+/// `cuLink*` and launches them through the stub: shared memory and barriers, atomics, a 2D
+/// grid, libdevice math, streams and events, each checked against NumPy.
+#[test]
+fn numba_kernels_run_through_the_stub() {
+    run_python_checks(
+        "numba_kernels.py",
+        &[
+            "saxpy ok",
+            "block_sums ok",
+            "histogram ok",
+            "transpose ok",
+            "sines on a stream ok",
+            "numba ok",
+        ],
+    );
+}
+
+/// CuPy through the stub: elementwise arithmetic, CUB reductions and scans (a library
+/// module of dozens of kernels, loaded with `cuLibraryLoadData`), `ElementwiseKernel` and
+/// `RawKernel` compiled by NVRTC, and streams, each checked against NumPy.
+#[test]
+fn cupy_runs_through_the_stub() {
+    run_python_checks(
+        "cupy_kernels.py",
+        &[
+            "elementwise ok",
+            "reduction (CUB) ok",
+            "cumsum ok",
+            "argmax ok",
+            "ElementwiseKernel ok",
+            "RawKernel ok",
+            "stream ok",
+            "cupy ok",
+        ],
+    );
 }
 
 /// After `fork()` the child's calls are refused with `CUDA_ERROR_NOT_INITIALIZED` and the

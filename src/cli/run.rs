@@ -73,6 +73,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     Ok(exit_code(status))
 }
 
+/// Environment a program through the stub gets unless it sets its own.
+/// `CUPY_COMPILE_WITH_PTX`: CuPy compiles its kernels to PTX instead of machine code for the
+/// device it sees, so that any worker can run them (the CPU device runs PTX only, and a
+/// session may later run on a different GPU model).
+pub const PROGRAM_DEFAULTS: [(&str, &str); 1] = [("CUPY_COMPILE_WITH_PTX", "1")];
+
 /// Attaches the program to a worker: today, the address the user gave or the private
 /// worker's. The gateway's placement replaces this step.
 fn run_program(
@@ -93,6 +99,11 @@ fn run_program(
         .env("GPUFN_WORKER", worker);
     if let Some(ticket) = ticket {
         command.env("GPUFN_TICKET", ticket);
+    }
+    for (name, value) in PROGRAM_DEFAULTS {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
     }
     command.status().with_context(|| {
         format!(

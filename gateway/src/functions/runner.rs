@@ -82,6 +82,9 @@ pub fn spawn(launch: &Launch<'_>) -> Result<Child, SpawnError> {
                 .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
         )
         .env("HOME", launch.work_dir)
+        // As `gpufn run` does: CuPy sends PTX, which any worker runs. The manifest may
+        // say otherwise.
+        .env("CUPY_COMPILE_WITH_PTX", "1")
         .envs(&m.env)
         .env("LD_LIBRARY_PATH", launch.stub_dir)
         .env("GPUFN_WORKER", launch.worker_address)

@@ -32,9 +32,36 @@ pub fn load_image(image: *const c_void) -> Result<u64, CuResult> {
     load_bytes(bytes)
 }
 
+/// Under `GPUFN_DUMP_MODULES=DIR`, writes each module image the program loads to
+/// `DIR/<sha256>.ptx` (or `.fatbin`, `.cubin`), so that a kernel the worker cannot run can be
+/// looked at and reported. Failing to write is logged, never an error for the program.
+fn dump_image(bytes: &[u8], hash: &[u8; 32]) {
+    let Some(dir) = std::env::var_os("GPUFN_DUMP_MODULES") else {
+        return;
+    };
+    let extension = if bytes.starts_with(b"\x7fELF") {
+        "cubin"
+    } else if bytes.starts_with(&0xBA55_ED50u32.to_le_bytes())
+        || bytes.starts_with(&0x4662_43B1u32.to_le_bytes())
+    {
+        "fatbin"
+    } else {
+        "ptx"
+    };
+    let name: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let path = std::path::Path::new(&dir).join(format!("{name}.{extension}"));
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, bytes)) {
+        crate::log::error(&format!(
+            "GPUFN_DUMP_MODULES: cannot write {}: {e}",
+            path.display()
+        ));
+    }
+}
+
 fn load_bytes(bytes: &[u8]) -> Result<u64, CuResult> {
     let session = session()?;
     let hash: [u8; 32] = Sha256::digest(bytes).into();
+    dump_image(bytes, &hash);
     let id = state::next_id();
     let request = |inline| Request::ModuleLoad {
         module: ModuleId(id),
