@@ -249,10 +249,13 @@ async fn raw_round(
         scratch_dir: options.scratch_dir.join(format!("raw-{round}")),
         ..transport::Options::default()
     };
+    // Each measurement gets its own folder: a listener being dropped removes its socket
+    // file, which must not be the next measurement's.
     let rtt = transport::run(&transport::Options {
         rtt_iterations: options.rtt_iterations,
         bulk_bytes: 1 << 20,
         rounds: 1,
+        scratch_dir: base.scratch_dir.join("rtt"),
         ..base.clone()
     })
     .await?;
@@ -265,6 +268,7 @@ async fn raw_round(
             bulk_bytes: size,
             bulk_frame: size.min(1 << 20) as usize,
             rounds: options.copy_reps(size),
+            scratch_dir: base.scratch_dir.join(format!("bulk-{size}")),
             ..base.clone()
         })
         .await?;
