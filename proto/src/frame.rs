@@ -364,6 +364,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        self.inner.get_ref()
+    }
+
     /// Gives back the underlying stream. Bytes already buffered but not yet read are lost,
     /// so call this only at a frame boundary of a stream that carries nothing more.
     pub fn into_inner(self) -> R {

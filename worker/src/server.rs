@@ -815,9 +815,13 @@ fn runs_inline(request: &Request, payload_len: usize) -> bool {
 }
 
 /// Whether a request's payload stays in the stream for the executor to read straight into
-/// device memory: a host-to-device copy too large to run on the reader.
-fn streams_to_device(request: &Request, payload_len: u64) -> bool {
-    matches!(request, Request::MemcpyHtoD { .. }) && payload_len > INLINE_COPY_BYTES
+/// device memory: a host-to-device copy too large to run on the reader, on a TCP or Unix
+/// socket. (A QUIC stream hands its data over a packet's worth at a time; read from the
+/// executor's thread, each would cost a wake-up, so QUIC payloads are read on the reader.)
+fn streams_to_device(stream: &RecvStream, request: &Request, payload_len: u64) -> bool {
+    matches!(request, Request::MemcpyHtoD { .. })
+        && payload_len > INLINE_COPY_BYTES
+        && matches!(stream, RecvStream::Tcp(_) | RecvStream::Unix(_))
 }
 
 async fn read_requests(
@@ -920,7 +924,7 @@ async fn read_request(
         }));
     }
     let request = reader.request().map_err(ReadEnd::BadFrame)?;
-    if streams_to_device(&request, reader.pending_payload()) {
+    if streams_to_device(reader.get_ref(), &request, reader.pending_payload()) {
         return Ok(Frame::PayloadInStream {
             id: header.id,
             kind: header.kind,
